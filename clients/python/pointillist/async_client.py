@@ -1,0 +1,243 @@
+"""asyncio client of a pointillist server; mirrors :class:`pointillist.Client`.
+
+from pointillist import AsyncClient
+
+async with AsyncClient("127.0.0.1:50051") as client:
+    result = await client.generate("a lighthouse at dusk, oil painting", seed=7)
+
+    async with client.stream("a fox in the snow", steps=28) as stream:
+        async for event in stream:
+            print(event)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+import grpc.aio
+
+from pointillist.client import CHANNEL_OPTIONS, DEFAULT_TARGET, CallSettings, StreamState
+from pointillist.conversion import (
+    build_parameters,
+    generate_request,
+    model_list_from_proto,
+    result_from_proto,
+    stream_request,
+)
+from pointillist.errors import error_from_rpc
+from pointillist.events import Event, ModelList, Result
+from pointillist.v1 import generation_pb2 as pb
+from pointillist.v1 import generation_pb2_grpc
+
+__all__ = ["AsyncClient", "AsyncGenerationStream"]
+
+
+class AsyncGenerationStream:
+    """The events of one StreamGenerate call: ``async for`` it for typed events.
+
+    Iteration ends after the result; a failed stream raises a PointillistError subclass. Leaving
+    the ``async with`` block before the end cancels the RPC, and so does :meth:`cancel`, after
+    which iteration stops quietly. The ``timeout`` of the call bounds the whole stream.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._state = StreamState()
+
+    @property
+    def job_id(self) -> str | None:
+        """The server's job id, known from the first event on."""
+        return self._state.job_id
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._state.cancelled
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._state.cancelled:
+                raise StopAsyncIteration
+            try:
+                response = await self._call.read()
+            except grpc.RpcError as err:
+                if self._state.cancelled and err.code() == grpc.StatusCode.CANCELLED:
+                    raise StopAsyncIteration from None
+                raise error_from_rpc(err) from err
+            except asyncio.CancelledError:
+                # grpc.aio raises CancelledError for a locally cancelled call. Swallow it only
+                # when it is ours (cancel() was called) and the task itself is not cancelled.
+                task = asyncio.current_task()
+                if self._state.cancelled and (task is None or task.cancelling() == 0):
+                    raise StopAsyncIteration from None
+                raise
+            if response is grpc.aio.EOF:
+                raise StopAsyncIteration
+            event = self._state.accept(response)
+            if event is not None:
+                return event
+
+    async def result(self) -> Result:
+        """Consume the rest of the stream and return its result (CancelledError after
+        :meth:`cancel`)."""
+        async for _ in self:
+            pass
+        return self._state.final_result()
+
+    def cancel(self) -> None:
+        """Cancel the RPC; the server stops the job at its next denoising step."""
+        self._state.cancelled = True
+        self._call.cancel()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._call.done():
+            self.cancel()
+
+
+class AsyncClient:
+    """asyncio client of a pointillist server; the arguments are those of :class:`Client`.
+
+    A ``channel`` passed in must be a ``grpc.aio.Channel``; the caller owns it.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        channel: grpc.aio.Channel | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.target = target
+        self._owns_channel = channel is None
+        if channel is None:
+            if credentials is None:
+                channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        self._channel = channel
+        self._stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        self._settings = CallSettings(timeout, metadata)
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        model: str = "",
+        negative_prompt: str = "",
+        width: int = 0,
+        height: int = 0,
+        steps: int = 0,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        num_images: int = 1,
+        output_format: str = "png",
+        quality: int = 0,
+        timeout: float | None = None,
+    ) -> Result:
+        """Generate images and return the result; see :meth:`pointillist.Client.generate`."""
+        parameters = build_parameters(
+            prompt,
+            model=model,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            num_images=num_images,
+            output_format=output_format,
+            quality=quality,
+        )
+        try:
+            response = await self._stub.Generate(
+                generate_request(parameters), **self._settings.call_kwargs(timeout)
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return result_from_proto(response.job_id, response.result)
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        model: str = "",
+        negative_prompt: str = "",
+        width: int = 0,
+        height: int = 0,
+        steps: int = 0,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        num_images: int = 1,
+        output_format: str = "png",
+        quality: int = 0,
+        preview_every: int = 0,
+        preview_size: int = 0,
+        timeout: float | None = None,
+    ) -> AsyncGenerationStream:
+        """Start a generation and return its async stream; see :meth:`pointillist.Client.stream`.
+
+        Not a coroutine: ``async with client.stream(...) as stream`` and
+        ``async for event in client.stream(...)`` both work.
+        """
+        parameters = build_parameters(
+            prompt,
+            model=model,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            num_images=num_images,
+            output_format=output_format,
+            quality=quality,
+            preview_every=preview_every,
+            preview_size=preview_size,
+        )
+        call = self._stub.StreamGenerate(
+            stream_request(parameters), **self._settings.call_kwargs(timeout)
+        )
+        return AsyncGenerationStream(call)
+
+    async def models(self, *, timeout: float | None = None) -> ModelList:
+        """The models the server serves; see :meth:`pointillist.Client.models`."""
+        try:
+            response = await self._stub.ListModels(
+                pb.ListModelsRequest(), **self._settings.call_kwargs(timeout)
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return model_list_from_proto(response)
+
+    async def close(self) -> None:
+        """Close the channel (unless it was passed in); cancels the calls still running."""
+        if self._owns_channel:
+            await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

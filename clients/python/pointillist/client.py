@@ -1,0 +1,303 @@
+"""Blocking client of a pointillist server.
+
+from pointillist import Client
+
+with Client("127.0.0.1:50051") as client:
+    result = client.generate("a lighthouse at dusk, oil painting", seed=7)
+    result.images[0].save("lighthouse.png")
+
+    with client.stream("a fox in the snow", steps=28) as stream:
+        for event in stream:
+            print(event)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+
+from pointillist.conversion import (
+    build_parameters,
+    event_from_proto,
+    generate_request,
+    model_list_from_proto,
+    result_from_proto,
+    stream_request,
+)
+from pointillist.errors import CancelledError, InternalError, error_from_rpc
+from pointillist.events import Event, ModelList, Result
+from pointillist.v1 import generation_pb2 as pb
+from pointillist.v1 import generation_pb2_grpc
+
+__all__ = ["DEFAULT_TARGET", "Client", "GenerationStream"]
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    # A result carries every image in one message: four 1024x1024 PNGs pass gRPC's default
+    # 4 MiB receive limit. The server sets its own send limit.
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+]
+"""Channel options of the channels the clients make themselves (not of a channel passed in)."""
+
+
+class CallSettings:
+    """The per-client call defaults (timeout, metadata) shared by Client and AsyncClient."""
+
+    def __init__(self, timeout: float | None, metadata: Sequence[tuple[str, str]]) -> None:
+        self.timeout = timeout
+        self.metadata = tuple((key, value) for key, value in metadata)
+
+    def call_kwargs(self, timeout: float | None) -> dict[str, Any]:
+        """Keyword arguments of a stub call: the call's timeout, else the client's."""
+        return {
+            "timeout": timeout if timeout is not None else self.timeout,
+            "metadata": self.metadata,
+        }
+
+
+class StreamState:
+    """What a stream has seen so far: its job id and its result (shared by sync and async)."""
+
+    def __init__(self) -> None:
+        self.job_id: str | None = None
+        self.result: Result | None = None
+        self.cancelled = False
+
+    def accept(self, response: pb.StreamGenerateResponse) -> Event | None:
+        """The typed event of a response (None to skip it), remembering the job id and result."""
+        if response.job_id:
+            self.job_id = response.job_id
+        event = event_from_proto(response)
+        if isinstance(event, Result):
+            self.result = event
+        return event
+
+    def final_result(self) -> Result:
+        """The result; CancelledError after a cancel, InternalError when the stream ended OK
+        without one (a server bug)."""
+        if self.result is None and self.cancelled:
+            raise CancelledError(
+                f"stream of job {self.job_id or '?'} was cancelled by the client",
+                code=grpc.StatusCode.CANCELLED,
+            )
+        if self.result is None:
+            raise InternalError(
+                f"stream of job {self.job_id or '?'} ended without a result",
+                code=grpc.StatusCode.INTERNAL,
+            )
+        return self.result
+
+
+class GenerationStream:
+    """The events of one StreamGenerate call: iterate it for typed events.
+
+    Iteration ends after the result; a failed stream raises a PointillistError subclass. Leaving
+    the ``with`` block before the end cancels the RPC, and so does :meth:`cancel`, after which
+    iteration stops quietly. The ``timeout`` of the call bounds the whole stream.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._state = StreamState()
+
+    @property
+    def job_id(self) -> str | None:
+        """The server's job id, known from the first event on."""
+        return self._state.job_id
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._state.cancelled
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        while True:
+            if self._state.cancelled:
+                raise StopIteration
+            try:
+                response = next(self._call)
+            except StopIteration:
+                raise
+            except grpc.RpcError as err:
+                if self._state.cancelled and err.code() == grpc.StatusCode.CANCELLED:
+                    raise StopIteration from None
+                raise error_from_rpc(err) from err
+            event = self._state.accept(response)
+            if event is not None:
+                return event
+
+    def result(self) -> Result:
+        """Consume the rest of the stream and return its result (CancelledError after
+        :meth:`cancel`)."""
+        for _ in self:
+            pass
+        return self._state.final_result()
+
+    def cancel(self) -> None:
+        """Cancel the RPC; the server stops the job at its next denoising step."""
+        self._state.cancelled = True
+        self._call.cancel()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._call.is_active():
+            self.cancel()
+
+
+class Client:
+    """Blocking client of a pointillist server.
+
+    Args:
+        target: ``host:port`` of the server.
+        timeout: default deadline of every call, in seconds (None: no deadline). For
+            :meth:`stream` it bounds the whole stream.
+        metadata: gRPC metadata sent with every call, e.g. ``[("authorization", "Bearer ...")]``.
+        channel: a channel to use instead of an insecure one to ``target``; the caller owns it
+            and :meth:`close` leaves it open.
+        credentials: channel credentials for TLS (ignored when ``channel`` is given).
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        channel: grpc.Channel | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.target = target
+        self._owns_channel = channel is None
+        if channel is None:
+            if credentials is None:
+                channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        self._channel = channel
+        self._stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        self._settings = CallSettings(timeout, metadata)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        model: str = "",
+        negative_prompt: str = "",
+        width: int = 0,
+        height: int = 0,
+        steps: int = 0,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        num_images: int = 1,
+        output_format: str = "png",
+        quality: int = 0,
+        timeout: float | None = None,
+    ) -> Result:
+        """Generate images and return the result. Zero / None values mean the model default.
+
+        Raises a PointillistError subclass when the server refuses or fails the request, and
+        ValueError for values that cannot be sent (negative sizes, unknown format).
+        """
+        parameters = build_parameters(
+            prompt,
+            model=model,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            num_images=num_images,
+            output_format=output_format,
+            quality=quality,
+        )
+        try:
+            response = self._stub.Generate(
+                generate_request(parameters), **self._settings.call_kwargs(timeout)
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return result_from_proto(response.job_id, response.result)
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        model: str = "",
+        negative_prompt: str = "",
+        width: int = 0,
+        height: int = 0,
+        steps: int = 0,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        num_images: int = 1,
+        output_format: str = "png",
+        quality: int = 0,
+        preview_every: int = 0,
+        preview_size: int = 0,
+        timeout: float | None = None,
+    ) -> GenerationStream:
+        """Start a generation and return its stream of typed events.
+
+        ``preview_every`` > 0 asks for a preview every that many steps, ``preview_size`` is its
+        longest side (0: server default). Errors surface while iterating.
+        """
+        parameters = build_parameters(
+            prompt,
+            model=model,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            num_images=num_images,
+            output_format=output_format,
+            quality=quality,
+            preview_every=preview_every,
+            preview_size=preview_size,
+        )
+        call = self._stub.StreamGenerate(
+            stream_request(parameters), **self._settings.call_kwargs(timeout)
+        )
+        return GenerationStream(call)
+
+    def models(self, *, timeout: float | None = None) -> ModelList:
+        """The models the server serves, with precision, limits, defaults and readiness."""
+        try:
+            response = self._stub.ListModels(
+                pb.ListModelsRequest(), **self._settings.call_kwargs(timeout)
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return model_list_from_proto(response)
+
+    def close(self) -> None:
+        """Close the channel (unless it was passed in)."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,288 @@
+"""Conversion between pointillist.v1 proto messages and the client's typed values.
+
+The one place that knows the wire format: request building from keyword parameters (shared by
+Client and AsyncClient) and proto -> :mod:`pointillist.events` for every response.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import duration_pb2
+
+from pointillist.events import (
+    ComponentPrecision,
+    Device,
+    DeviceKind,
+    Event,
+    Image,
+    ModelDefaults,
+    ModelInfo,
+    ModelLimits,
+    ModelList,
+    Precision,
+    Preview,
+    Progress,
+    Queued,
+    Reproducibility,
+    Result,
+    Started,
+    Timings,
+)
+from pointillist.v1 import generation_pb2 as pb
+
+__all__ = [
+    "OUTPUT_FORMATS",
+    "build_parameters",
+    "event_from_proto",
+    "generate_request",
+    "model_list_from_proto",
+    "result_from_proto",
+    "stream_request",
+]
+
+OUTPUT_FORMATS: dict[str, pb.ImageFormat] = {
+    "png": pb.IMAGE_FORMAT_PNG,
+    "jpeg": pb.IMAGE_FORMAT_JPEG,
+    "jpg": pb.IMAGE_FORMAT_JPEG,
+    "webp": pb.IMAGE_FORMAT_WEBP,
+}
+"""Accepted ``output_format`` names (case-insensitive) and their wire values."""
+
+_UINT32_MAX = 2**32 - 1
+_UINT64_MAX = 2**64 - 1
+
+_DEVICE_KINDS = {
+    pb.DEVICE_KIND_CPU: DeviceKind.CPU,
+    pb.DEVICE_KIND_CUDA: DeviceKind.CUDA,
+}
+_PRECISIONS = {
+    pb.PRECISION_FP32: Precision.FP32,
+    pb.PRECISION_FP16: Precision.FP16,
+    pb.PRECISION_BF16: Precision.BF16,
+    pb.PRECISION_FP8_E4M3: Precision.FP8_E4M3,
+}
+
+
+def build_parameters(
+    prompt: str,
+    *,
+    model: str = "",
+    negative_prompt: str = "",
+    width: int = 0,
+    height: int = 0,
+    steps: int = 0,
+    guidance_scale: float | None = None,
+    seed: int | None = None,
+    num_images: int = 1,
+    output_format: str = "png",
+    quality: int = 0,
+    preview_every: int = 0,
+    preview_size: int = 0,
+) -> pb.GenerationParameters:
+    """Build ``GenerationParameters``; zero / None means the model's default.
+
+    Raises ValueError for values the wire cannot carry (negative sizes, unknown formats). Whether
+    a value is acceptable for the model (multiple of 16, within the limits) is the server's call.
+    """
+    format_value = OUTPUT_FORMATS.get(output_format.lower())
+    if format_value is None:
+        raise ValueError(f"output_format must be one of png, jpeg, webp; got {output_format!r}")
+    counts = {
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "num_images": num_images,
+        "quality": quality,
+        "preview_every": preview_every,
+        "preview_size": preview_size,
+    }
+    for name, value in counts.items():
+        if not 0 <= value <= _UINT32_MAX:
+            raise ValueError(f"{name} must be a non-negative integer; got {value}")
+    if seed is not None and not 0 <= seed <= _UINT64_MAX:
+        raise ValueError(f"seed must be between 0 and 2**64 - 1; got {seed}")
+    parameters = pb.GenerationParameters(
+        model=model,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        width=width,
+        height=height,
+        steps=steps,
+        num_images=num_images,
+        output_format=format_value,
+        quality=quality,
+    )
+    # Optional fields: set only when given, so that "absent" reaches the server as absent.
+    if guidance_scale is not None:
+        parameters.guidance_scale = guidance_scale
+    if seed is not None:
+        parameters.seed = seed
+    if preview_every:
+        parameters.preview.CopyFrom(
+            pb.PreviewOptions(every_n_steps=preview_every, max_size=preview_size)
+        )
+    return parameters
+
+
+def generate_request(parameters: pb.GenerationParameters) -> pb.GenerateRequest:
+    """The Generate request for these parameters."""
+    return pb.GenerateRequest(parameters=parameters)
+
+
+def stream_request(parameters: pb.GenerationParameters) -> pb.StreamGenerateRequest:
+    """The StreamGenerate request for these parameters."""
+    return pb.StreamGenerateRequest(parameters=parameters)
+
+
+def event_from_proto(response: pb.StreamGenerateResponse) -> Event | None:
+    """The typed event of one stream response; None for an event this client does not know.
+
+    Unknown events come from a newer server (a new ``oneof`` member) and are skipped by streams.
+    """
+    job_id = response.job_id
+    which = response.WhichOneof("event")
+    if which == "queued":
+        queued = response.queued
+        return Queued(
+            job_id=job_id,
+            position=queued.position,
+            estimated_wait_s=(
+                _seconds(queued.estimated_wait) if queued.HasField("estimated_wait") else None
+            ),
+        )
+    if which == "started":
+        started = response.started
+        return Started(
+            job_id=job_id,
+            replica_id=started.replica_id,
+            device=device_from_proto(started.device),
+            batch_size=started.batch_size,
+        )
+    if which == "progress":
+        progress = response.progress
+        return Progress(
+            job_id=job_id,
+            step=progress.step,
+            total_steps=progress.total_steps,
+            elapsed_s=_seconds(progress.elapsed),
+            remaining_s=(
+                _seconds(progress.estimated_remaining)
+                if progress.HasField("estimated_remaining")
+                else None
+            ),
+            steps_per_second=_float32(progress.steps_per_second),
+        )
+    if which == "preview":
+        preview = response.preview
+        return Preview(
+            job_id=job_id,
+            step=preview.step,
+            images=[image_from_proto(image) for image in preview.images],
+        )
+    if which == "result":
+        return result_from_proto(job_id, response.result)
+    return None
+
+
+def result_from_proto(job_id: str, result: pb.GenerationResult) -> Result:
+    """The typed result of a generation."""
+    timings = result.timings
+    return Result(
+        job_id=job_id,
+        images=[image_from_proto(image) for image in result.images],
+        timings=Timings(
+            queue_wait_s=_seconds(timings.queue_wait),
+            text_encoding_s=_seconds(timings.text_encoding),
+            denoising_s=_seconds(timings.denoising),
+            decoding_s=_seconds(timings.decoding),
+            image_encoding_s=_seconds(timings.image_encoding),
+            total_s=_seconds(timings.total),
+        ),
+        reproducibility=reproducibility_from_proto(result.reproducibility),
+    )
+
+
+def image_from_proto(image: pb.Image) -> Image:
+    """A typed image (the bytes are shared, not copied)."""
+    return Image(
+        data=image.data,
+        mime_type=image.mime_type,
+        width=image.width,
+        height=image.height,
+        seed=image.seed,
+    )
+
+
+def device_from_proto(device: pb.Device) -> Device:
+    """A typed device."""
+    return Device(
+        kind=_DEVICE_KINDS.get(device.kind, DeviceKind.UNSPECIFIED),
+        id=device.id,
+        name=device.name,
+    )
+
+
+def reproducibility_from_proto(record: pb.Reproducibility) -> Reproducibility:
+    """A typed reproducibility record."""
+    return Reproducibility(
+        model_id=record.model_id,
+        weights_revision=record.weights_revision,
+        precisions=[precision_from_proto(p) for p in record.precisions],
+        scheduler=record.scheduler,
+        library_versions=dict(record.library_versions),
+        device=device_from_proto(record.device),
+    )
+
+
+def precision_from_proto(precision: pb.ComponentPrecision) -> ComponentPrecision:
+    """A typed component precision."""
+    return ComponentPrecision(
+        component=precision.component,
+        weights=_PRECISIONS.get(precision.weights, Precision.UNSPECIFIED),
+        compute=_PRECISIONS.get(precision.compute, Precision.UNSPECIFIED),
+    )
+
+
+def model_from_proto(model: pb.ModelInfo) -> ModelInfo:
+    """A typed model description."""
+    return ModelInfo(
+        id=model.id,
+        source=model.source,
+        precision_policy=model.precision_policy,
+        precisions=[precision_from_proto(p) for p in model.precisions],
+        precision_reason=model.precision_reason,
+        device_kinds=[
+            _DEVICE_KINDS.get(kind, DeviceKind.UNSPECIFIED) for kind in model.device_kinds
+        ],
+        limits=ModelLimits(
+            max_width=model.limits.max_width,
+            max_height=model.limits.max_height,
+            max_steps=model.limits.max_steps,
+            max_images=model.limits.max_images,
+            max_prompt_chars=model.limits.max_prompt_chars,
+        ),
+        defaults=ModelDefaults(
+            width=model.defaults.width,
+            height=model.defaults.height,
+            steps=model.defaults.steps,
+            guidance_scale=_float32(model.defaults.guidance_scale),
+        ),
+        ready=model.ready,
+    )
+
+
+def model_list_from_proto(response: pb.ListModelsResponse) -> ModelList:
+    """The typed ListModels response."""
+    return ModelList(
+        models=[model_from_proto(model) for model in response.models],
+        default_model=response.default_model,
+    )
+
+
+def _seconds(duration: duration_pb2.Duration) -> float:
+    return duration.seconds + duration.nanos / 1e9
+
+
+def _float32(value: float) -> float:
+    # float fields travel as float32: 7.2 arrives as 7.199999809265137. Seven significant
+    # digits give back the value the server meant.
+    return float(f"{value:.7g}")
