@@ -1,0 +1,75 @@
+"""How a model is configured: weights source, precision policy, limits and defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class PrecisionPolicy(StrEnum):
+    """The precision asked for in the configuration.
+
+    ``fp8`` stores the transformer (and T5-XXL when present) in FP8 with optimum-quanto and keeps
+    CLIP and the VAE 16-bit; ``auto`` picks fp8 on CUDA and the device's 16-bit type elsewhere.
+    """
+
+    AUTO = "auto"
+    FP8 = "fp8"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """The largest request a model accepts."""
+
+    max_width: int = 1024
+    max_height: int = 1024
+    max_steps: int = 100
+    max_images: int = 4
+    max_prompt_chars: int = 2000
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Values used for fields a request leaves at zero or absent."""
+
+    width: int = 1024
+    height: int = 1024
+    steps: int = 28
+    guidance_scale: float = 4.5
+
+
+DEMO_SOURCE = "demo"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One served model.
+
+    ``source`` is ``"demo"`` (the built-in tiny random SD3 pipeline), a local diffusers folder
+    (what ``save_pretrained`` or a hub snapshot writes, or a folder from ``pointillist quantize``),
+    or a hub id such as ``stabilityai/stable-diffusion-3.5-medium`` (needs a network).
+    ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    id: str
+    source: str = DEMO_SOURCE
+    precision: PrecisionPolicy = PrecisionPolicy.AUTO
+    device: str = "auto"
+    revision: str | None = None
+    limits: ModelLimits = field(default_factory=ModelLimits)
+    defaults: ModelDefaults = field(default_factory=ModelDefaults)
+
+
+def demo_model_config(model_id: str = "demo") -> ModelConfig:
+    """The built-in demo model: real SD3 pipeline classes, tiny random weights, runs on a CPU."""
+    return ModelConfig(
+        id=model_id,
+        source=DEMO_SOURCE,
+        precision=PrecisionPolicy.AUTO,
+        device="auto",
+        limits=ModelLimits(max_width=512, max_height=512, max_steps=100, max_images=4),
+        defaults=ModelDefaults(width=256, height=256, steps=20, guidance_scale=4.5),
+    )

@@ -1,0 +1,152 @@
+"""The small protocol between the scheduler and a worker process.
+
+Messages are the dataclasses below, pickled and framed with a 4-byte big-endian length, over one
+end of a socket pair that the scheduler creates (so stdout/stderr stay free for logs). Both ends
+are our own processes; nothing here ever reads bytes from the network.
+"""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import struct
+from dataclasses import dataclass
+
+from engine.config import ModelConfig
+from engine.job import GenerationOutput, GenerationSpec, LoadedModel, StepPreview, StepProgress
+
+_HEADER = struct.Struct(">I")
+
+
+# Scheduler -> worker
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    """First message: load this model, warm it up, answer WorkerReady (or WorkerFailed)."""
+
+    config: ModelConfig
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """Run one generation; answer StepEvents, then exactly one of JobDone/JobCancelled/JobFailed."""
+
+    job_id: str
+    spec: GenerationSpec
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    """Stop the running job at its next step boundary."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Finish the current job (if any), then exit."""
+
+
+# Worker -> scheduler
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """The model is loaded and warm. ``memory_bytes`` is the process's resident memory."""
+
+    loaded: LoadedModel
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class WorkerFailed:
+    """The worker could not load its model; it exits after sending this."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A progress or preview event of a running job."""
+
+    job_id: str
+    event: StepProgress | StepPreview
+
+
+@dataclass(frozen=True)
+class JobDone:
+    """The job finished with a result."""
+
+    job_id: str
+    output: GenerationOutput
+
+
+@dataclass(frozen=True)
+class JobCancelled:
+    """The job stopped early; ``steps_after_cancel`` steps ran after the cancel arrived."""
+
+    job_id: str
+    completed_steps: int
+    steps_after_cancel: int
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """The job raised. ``out_of_memory`` is set for the device's out-of-memory error."""
+
+    job_id: str
+    message: str
+    out_of_memory: bool = False
+
+
+ToWorker = LoadModel | RunJob | CancelJob | Shutdown
+FromWorker = WorkerReady | WorkerFailed | StepEvent | JobDone | JobCancelled | JobFailed
+FROM_WORKER_TYPES = (WorkerReady, WorkerFailed, StepEvent, JobDone, JobCancelled, JobFailed)
+
+
+def encode(message: ToWorker | FromWorker) -> bytes:
+    """Frame one message."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
+def decode_length(header: bytes) -> int:
+    """Payload length from a frame header."""
+    (length,) = _HEADER.unpack(header)
+    return int(length)
+
+
+HEADER_SIZE = _HEADER.size
+
+
+def send_blocking(sock: socket.socket, message: ToWorker | FromWorker) -> None:
+    """Send one message on a blocking socket (the worker side)."""
+    sock.sendall(encode(message))
+
+
+def receive_blocking(sock: socket.socket) -> ToWorker | FromWorker | None:
+    """Receive one message on a blocking socket; None when the peer closed it."""
+    header = _receive_exactly(sock, HEADER_SIZE)
+    if header is None:
+        return None
+    payload = _receive_exactly(sock, decode_length(header))
+    if payload is None:
+        return None
+    return decode_payload(payload)
+
+
+def decode_payload(payload: bytes) -> ToWorker | FromWorker:
+    """The message inside a frame's payload."""
+    message: ToWorker | FromWorker = pickle.loads(payload)
+    return message
+
+
+def _receive_exactly(sock: socket.socket, size: int) -> bytes | None:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            return None
+        chunks.extend(chunk)
+    return bytes(chunks)
