@@ -1,0 +1,51 @@
+"""The seam between the server and the scheduler: submit a job, watch its events, cancel it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.config import ModelConfig
+from engine.job import GenerationSpec, LoadedModel
+from scheduler.job import Job
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """A served model as the server reports it: its configuration and what its replicas loaded."""
+
+    config: ModelConfig
+    loaded: LoadedModel | None
+    ready: bool
+
+
+class Scheduler(Protocol):
+    """What the server needs from a scheduler. Every implementation keeps this exact shape."""
+
+    async def start(self) -> None:
+        """Start replicas; returns at once, readiness is reported by ``wait_ready``."""
+
+    async def wait_ready(self) -> None:
+        """Return once every model has at least one warm replica."""
+
+    async def drain(self, grace_s: float) -> None:
+        """Refuse new jobs, let accepted ones finish within ``grace_s``, cancel the rest."""
+
+    def models(self) -> list[ModelStatus]:
+        """Every served model, in configuration order."""
+
+    def default_model(self) -> str:
+        """The model used when a request names none."""
+
+    def submit(self, spec: GenerationSpec, *, deadline: float | None = None) -> Job:
+        """Accept a validated job and return its record at once.
+
+        Raises UnknownModelError, QueueFullError or NotServingError. ``deadline`` is a
+        ``time.monotonic()`` value.
+        """
+
+    async def cancel(self, job_id: str) -> None:
+        """Cancel a job: a queued one leaves its queue, a running one stops at the next step."""
+
+    def get_job(self, job_id: str) -> Job:
+        """The job's record; raises UnknownJobError."""

@@ -1,0 +1,126 @@
+"""A job's record: its spec, state, and the history of its events, replayable to any watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from engine.job import DeviceInfo, GenerationOutput, GenerationSpec, StepPreview, StepProgress
+from scheduler.errors import SchedulerError
+
+
+class JobState(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The job waits; ``position`` jobs are ahead of it for the same model."""
+
+    position: int
+    estimated_wait_s: float
+
+
+@dataclass(frozen=True)
+class Started:
+    """A replica started the job."""
+
+    replica_id: str
+    device: DeviceInfo
+    batch_size: int = 1
+
+
+JobEvent = Queued | Started | StepProgress | StepPreview | GenerationOutput
+
+
+class Job:
+    """One accepted generation. Events are kept so a late watcher sees the whole story."""
+
+    def __init__(self, spec: GenerationSpec, deadline: float | None = None) -> None:
+        self.id = uuid.uuid4().hex
+        self.spec = spec
+        self.deadline = deadline  # time.monotonic() value, or None
+        self.submitted_at = time.monotonic()
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.state = JobState.QUEUED
+        self.error: SchedulerError | None = None
+        self.attempts = 0
+        self.cancel_requested = False
+        self.cancel_reason: SchedulerError | None = None
+        # Filled when a running job was cancelled: how far it got, and how many steps ran after
+        # the cancel reached the worker (the engine promises at most one).
+        self.completed_steps: int | None = None
+        self.steps_after_cancel: int | None = None
+        self._history: list[JobEvent] = []
+        # Replaced on every change; a watcher holds the one it saw, so no wake-up is ever lost.
+        self._changed = asyncio.Event()
+
+    @property
+    def history(self) -> tuple[JobEvent, ...]:
+        return tuple(self._history)
+
+    @property
+    def result(self) -> GenerationOutput | None:
+        last = self._history[-1] if self._history else None
+        return last if isinstance(last, GenerationOutput) else None
+
+    def deadline_passed(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def publish(self, event: JobEvent) -> None:
+        """Record an event and wake every watcher."""
+        if self.state.finished:
+            return
+        if isinstance(event, Started):
+            self.state = JobState.RUNNING
+            self.started_at = time.monotonic()
+        self._history.append(event)
+        if isinstance(event, GenerationOutput):
+            self._finish(JobState.SUCCEEDED)
+        self._wake()
+
+    def fail(self, error: SchedulerError, state: JobState = JobState.FAILED) -> None:
+        """End the job without a result; watchers get ``error`` raised."""
+        if self.state.finished:
+            return
+        self.error = error
+        self._finish(state)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _finish(self, state: JobState) -> None:
+        self.state = state
+        self.finished_at = time.monotonic()
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        """Every event from the first, then live ones; raises the job's error if it failed."""
+        seen = 0
+        while True:
+            changed = self._changed
+            while seen < len(self._history):
+                seen += 1
+                yield self._history[seen - 1]
+            if self.state.finished:
+                if self.error is not None:
+                    raise self.error
+                return
+            if seen == len(self._history):
+                await changed.wait()

@@ -1,0 +1,189 @@
+"""A replica as the scheduler sees it: one worker process, its state, and the jobs it runs.
+
+The worker talks over one end of a socket pair (see engine.ipc). Its death is noticed the moment
+the socket closes, not at the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+
+from engine import ipc
+from engine.config import ModelConfig
+from engine.job import GenerationSpec, LoadedModel, StepPreview, StepProgress
+
+log = logging.getLogger("pointillist.replica")
+
+
+class ReplicaState(StrEnum):
+    """Life of a replica."""
+
+    STARTING = "starting"
+    LOADING = "loading"
+    READY = "ready"
+    BUSY = "busy"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class ReplicaStartError(Exception):
+    """The worker could not load its model (or died while loading)."""
+
+
+class WorkerDiedError(Exception):
+    """The worker process exited while it had a job, or before it was asked to stop."""
+
+
+JobOutcome = ipc.JobDone | ipc.JobCancelled | ipc.JobFailed
+StepCallback = Callable[[StepProgress | StepPreview], Awaitable[None] | None]
+
+
+class Replica:
+    """One worker process running one model on one device."""
+
+    def __init__(
+        self, replica_id: str, config: ModelConfig, env: dict[str, str] | None = None
+    ) -> None:
+        self.id = replica_id
+        self.config = config
+        self.state = ReplicaState.STOPPED
+        self.loaded: LoadedModel | None = None
+        self.memory_bytes = 0
+        self._env = env or {}
+        self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Queue[ipc.FromWorker | None] = asyncio.Queue()
+        self.exited: asyncio.Event = asyncio.Event()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self, timeout_s: float) -> None:
+        """Spawn the worker, load and warm the model; raises ReplicaStartError on failure."""
+        self.state = ReplicaState.STARTING
+        self.exited = asyncio.Event()
+        self._inbox = asyncio.Queue()
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "engine.worker",
+                "--fd",
+                str(child_sock.fileno()),
+                pass_fds=(child_sock.fileno(),),
+                env={**os.environ, **self._env},
+            )
+        finally:
+            child_sock.close()
+        reader, self._writer = await asyncio.open_unix_connection(sock=parent_sock)
+        self._reader_task = asyncio.create_task(self._read(reader), name=f"replica-{self.id}")
+        self.state = ReplicaState.LOADING
+        await self._send(ipc.LoadModel(self.config))
+        try:
+            first = await asyncio.wait_for(self._inbox.get(), timeout_s)
+        except TimeoutError:
+            await self.kill()
+            raise ReplicaStartError(
+                f"replica {self.id} did not load within {timeout_s:.0f}s"
+            ) from None
+        if isinstance(first, ipc.WorkerReady):
+            self.loaded = first.loaded
+            self.memory_bytes = first.memory_bytes
+            self.state = ReplicaState.READY
+            log.info(
+                "replica %s ready: model %s on %s, %.0f MiB resident",
+                self.id,
+                self.config.id,
+                first.loaded.device.name,
+                first.memory_bytes / 2**20,
+            )
+            return
+        self.state = ReplicaState.FAILED
+        await self.kill()
+        reason = first.message if isinstance(first, ipc.WorkerFailed) else "worker exited"
+        raise ReplicaStartError(f"replica {self.id} failed to load {self.config.id}: {reason}")
+
+    async def run(self, job_id: str, spec: GenerationSpec, on_step: StepCallback) -> JobOutcome:
+        """Run one job; step events go to ``on_step``. Raises WorkerDiedError if the worker dies."""
+        self.state = ReplicaState.BUSY
+        try:
+            await self._send(ipc.RunJob(job_id, spec))
+            while True:
+                message = await self._inbox.get()
+                if message is None:
+                    raise WorkerDiedError(f"replica {self.id} (pid {self.pid}) exited mid-job")
+                if isinstance(message, ipc.StepEvent):
+                    if message.job_id == job_id:
+                        maybe = on_step(message.event)
+                        if maybe is not None:
+                            await maybe
+                    continue
+                if isinstance(message, ipc.JobDone | ipc.JobCancelled | ipc.JobFailed):
+                    return message
+        finally:
+            if self.state is ReplicaState.BUSY:
+                self.state = ReplicaState.READY
+
+    async def cancel(self, job_id: str) -> None:
+        """Ask the worker to stop ``job_id`` at its next step boundary."""
+        with contextlib.suppress(ConnectionError, WorkerDiedError):
+            await self._send(ipc.CancelJob(job_id))
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask the worker to exit after its current job; kill it if it does not."""
+        if self._process is None:
+            return
+        self.state = ReplicaState.DRAINING
+        with contextlib.suppress(ConnectionError, WorkerDiedError):
+            await self._send(ipc.Shutdown())
+        try:
+            await asyncio.wait_for(self._process.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("replica %s did not exit in %.0fs; killing it", self.id, timeout_s)
+        await self.kill()
+        self.state = ReplicaState.STOPPED
+
+    async def kill(self) -> None:
+        """End the worker process now and wait for it."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+
+    async def _send(self, message: ipc.ToWorker) -> None:
+        if self._writer is None or self.exited.is_set():
+            raise WorkerDiedError(f"replica {self.id} is not running")
+        self._writer.write(ipc.encode(message))
+        await self._writer.drain()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(ipc.HEADER_SIZE)
+                payload = await reader.readexactly(ipc.decode_length(header))
+                message = ipc.decode_payload(payload)
+                if isinstance(message, ipc.FROM_WORKER_TYPES):
+                    self._inbox.put_nowait(message)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker exited; the socket closed with it
+        finally:
+            if self.state not in (ReplicaState.DRAINING, ReplicaState.STOPPED):
+                self.state = ReplicaState.FAILED
+            self.exited.set()
+            self._inbox.put_nowait(None)
