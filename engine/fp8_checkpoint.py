@@ -1,0 +1,228 @@
+"""FP8 checkpoints: folders written by ``pointillist quantize``, read back without 16-bit weights.
+
+Quantizing at load time first materializes the 16-bit transformer, so it does not lower a
+replica's load peak (6.5 GB RSS for an SD3.5-Medium-sized transformer, above the 5.4 GB of the
+bf16 one, see FACTS.md). A folder written here is loaded the other way round: each FP8
+component is built on the meta device from its config and filled by quanto's ``requantize``
+straight from the FP8 state dict.
+
+Layout of a folder::
+
+    model_index.json, scheduler/, tokenizer*/, text_encoder/, text_encoder_2/, vae/
+        the 16-bit components, as diffusers ``save_pretrained`` writes them (bf16)
+    transformer/ and text_encoder_3/ (when the source has T5)
+        config.json              the module's own config (diffusers or transformers)
+        fp8-quanto.safetensors   its state dict: FP8 data and scales, other tensors bf16
+        quanto_qmap.json         ``optimum.quanto.quantization_map`` of the module
+    pointillist_fp8.json         the marker: format version, FP8 components, source, revision
+
+The marker is written last, so an interrupted run never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import init_empty_weights
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
+    StableDiffusion3Pipeline,
+)
+from safetensors.torch import load_file, save_file
+
+from engine import fp8
+from engine.precision import FP8_COMPONENTS
+from engine.provenance import library_versions
+
+MARKER_FILE = "pointillist_fp8.json"
+FORMAT = "pointillist-fp8"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "fp8-quanto.safetensors"
+QMAP_FILE = "quanto_qmap.json"
+# The 16-bit type the folder stores: SD3.5 is trained and published in bf16.
+STORAGE_DTYPE = torch.bfloat16
+# Libraries a folder may name for its FP8 components' classes (the index is read from disk).
+_LIBRARIES = ("diffusers", "transformers")
+
+
+@dataclass(frozen=True)
+class Fp8Marker:
+    """The marker of an FP8 folder."""
+
+    format_version: int
+    quantized_components: tuple[str, ...]
+    source: str
+    source_revision: str
+    # component -> {dropped state-dict key: key holding the same tensor} (tied weights).
+    aliases: dict[str, dict[str, str]]
+
+
+def read_marker(folder: Path) -> Fp8Marker | None:
+    """The folder's marker, or None for a plain diffusers folder.
+
+    Raises ValueError for a marker of another format or a newer version.
+    """
+    path = folder / MARKER_FILE
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    if raw.get("format") != FORMAT or raw.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} is format {raw.get('format')!r} version {raw.get('format_version')!r}; "
+            f"this engine reads {FORMAT!r} version {FORMAT_VERSION}"
+        )
+    components = tuple(raw["quantized_components"])
+    # They name subfolders to read: only the components this format quantizes.
+    unknown = [name for name in components if name not in FP8_COMPONENTS]
+    if unknown:
+        raise ValueError(f"{path} names unknown FP8 components {unknown}")
+    return Fp8Marker(
+        format_version=raw["format_version"],
+        quantized_components=components,
+        source=raw["source"],
+        source_revision=raw["source_revision"],
+        aliases={name: dict(pairs) for name, pairs in raw.get("aliases", {}).items()},
+    )
+
+
+def quantize_checkpoint(source: str, dest: Path, revision: str | None = None) -> None:
+    """Loads the pipeline from ``source``, stores its transformer (and T5) in FP8 under ``dest``.
+
+    ``source`` is anything a model config accepts (``demo``, a local diffusers folder, a hub id).
+    ``dest`` must not exist or be empty. Raises ``ModelLoadError`` when the source cannot be
+    loaded or already is an FP8 folder, FileExistsError when ``dest`` holds files.
+    """
+    # Imported here: loading imports this module to read FP8 folders.
+    from engine.loading import ModelLoadError, load_pipeline, locate_source
+
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest} is not empty; choose a new folder for the FP8 checkpoint")
+    located = locate_source(source, revision)
+    if located.fp8_components:
+        raise ModelLoadError(f"{source} already is an FP8 checkpoint; nothing to quantize")
+    loaded = load_pipeline(located, STORAGE_DTYPE)
+    pipe = loaded.pipe
+
+    quantized: dict[str, torch.nn.Module] = {}
+    for name in FP8_COMPONENTS:
+        module: torch.nn.Module | None = getattr(pipe, name, None)
+        if module is not None:
+            fp8.quantize_fp8(module)
+            quantized[name] = module
+
+    dest.mkdir(parents=True, exist_ok=True)
+    # The 16-bit part: the same pipeline without the FP8 components, saved the diffusers way.
+    rest = StableDiffusion3Pipeline(**{**pipe.components, **dict.fromkeys(quantized)})
+    rest.save_pretrained(dest, safe_serialization=True)
+
+    model_index = json.loads((dest / "model_index.json").read_text())
+    aliases: dict[str, dict[str, str]] = {}
+    for name, module in quantized.items():
+        aliases[name] = _save_fp8_component(module, dest / name)
+        # Name the real class, so the index describes the pipeline; plain diffusers then fails
+        # clearly on the missing diffusion_pytorch_model.safetensors instead of loading None.
+        model_index[name] = [_library_of(module), type(module).__name__]
+    (dest / "model_index.json").write_text(json.dumps(model_index, indent=2, sort_keys=True))
+
+    marker = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "quantized_components": sorted(quantized),
+        "weights": "fp8_e4m3 (optimum-quanto qfloat8, weight-only; compute in bf16)",
+        "storage_dtype": "bf16",
+        "source": source,
+        "source_revision": loaded.weights_revision,
+        "aliases": aliases,
+        "library_versions": library_versions(),
+    }
+    (dest / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True))
+
+
+def load_fp8_checkpoint(
+    folder: Path, marker: Fp8Marker, dtype: torch.dtype, pipeline_kwargs: dict[str, Any]
+) -> StableDiffusion3Pipeline:
+    """Loads an FP8 folder on the CPU: FP8 components from meta + requantize, the rest 16-bit.
+
+    ``dtype`` is the compute dtype (the 16-bit type of the device); ``pipeline_kwargs`` go to
+    ``from_pretrained`` for the 16-bit part.
+    """
+    components = {
+        name: _load_fp8_component(folder / name, marker.aliases.get(name, {}), dtype)
+        for name in marker.quantized_components
+    }
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder, **components, **pipeline_kwargs)
+    assert isinstance(pipe, StableDiffusion3Pipeline)
+    return pipe
+
+
+def _save_fp8_component(module: torch.nn.Module, folder: Path) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    config: Any = module.config
+    if isinstance(module, ModelMixin):
+        module.save_config(folder)  # a diffusers model: its config is a frozen dict
+    else:
+        config.save_pretrained(folder)  # a transformers model
+    state = module.state_dict()
+    # safetensors refuses tensors sharing memory (T5 ties its input embedding to ``shared``):
+    # keep the first key of each and remember the others as aliases.
+    kept: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    for key in sorted(state):
+        tensor = state[key]
+        identity = (
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+        )
+        if identity in seen:
+            aliases[key] = seen[identity]
+            continue
+        seen[identity] = key
+        kept[key] = tensor.contiguous()
+    save_file(kept, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    (folder / QMAP_FILE).write_text(
+        json.dumps(fp8.fp8_quantization_map(module), indent=2, sort_keys=True)
+    )
+    return aliases
+
+
+def _load_fp8_component(
+    folder: Path, aliases: dict[str, str], dtype: torch.dtype
+) -> torch.nn.Module:
+    index = json.loads((folder.parent / "model_index.json").read_text())
+    library, class_name = index[folder.name]
+    if library not in _LIBRARIES:
+        raise ValueError(f"{folder.name} names class {class_name} from {library!r}")
+    cls = getattr(importlib.import_module(library), class_name)
+    # Parameters on the meta device: no memory, no random init; buffers stay real because some
+    # (rotary tables, positional grids) are computed in __init__ and not all are saved.
+    with init_empty_weights():
+        if hasattr(cls, "load_config"):
+            module = cls.from_config(cls.load_config(folder))
+        else:
+            module = cls(cls.config_class.from_pretrained(folder))
+    state = load_file(str(folder / WEIGHTS_FILE))
+    for alias, key in aliases.items():
+        state[alias] = state[key]
+    qmap = json.loads((folder / QMAP_FILE).read_text())
+    fp8.requantize_fp8(module, state, qmap, compute_dtype=dtype)
+    tie_weights = getattr(module, "tie_weights", None)
+    if callable(tie_weights):
+        # requantize re-creates every parameter, which unties shared ones; tie them again.
+        tie_weights()
+    missing = sorted(set(module.state_dict()) - set(state))
+    if missing:
+        raise ValueError(f"{folder / WEIGHTS_FILE} lacks {', '.join(missing[:5])}")
+    module.eval()
+    return module
+
+
+def _library_of(module: torch.nn.Module) -> str:
+    return type(module).__module__.split(".")[0]
