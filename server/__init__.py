@@ -1,0 +1,1 @@
+"""The gRPC front: validate, convert, delegate to the scheduler, map errors, health, reflection."""

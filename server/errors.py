@@ -1,0 +1,97 @@
+"""The one place where errors become gRPC statuses, with google.rpc details."""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from scheduler.errors import (
+    JobCancelledError,
+    JobDeadlineError,
+    JobFailedError,
+    JobOutOfMemoryError,
+    NotServingError,
+    QueueFullError,
+    ReplicaCrashedError,
+    UnknownJobError,
+    UnknownModelError,
+)
+from server.validation import InvalidRequestError
+
+log = logging.getLogger("pointillist.server")
+
+ERROR_DOMAIN = "pointillist.v1"
+
+
+def status_for(exc: BaseException) -> grpc.Status:
+    """The gRPC status (code, message, details) that reports ``exc`` to a caller."""
+    code, message, details = _describe(exc)
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+    """End the RPC with the status for ``exc``."""
+    await context.abort_with_status(status_for(exc))
+    raise AssertionError("abort_with_status returned")  # it always raises
+
+
+def _describe(exc: BaseException) -> tuple[int, str, list[Message]]:
+    if isinstance(exc, InvalidRequestError):
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in exc.violations
+            ]
+        )
+        return code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}", [bad]
+    if isinstance(exc, UnknownModelError):
+        return code_pb2.NOT_FOUND, str(exc), [_resource("model", exc.model)]
+    if isinstance(exc, UnknownJobError):
+        return code_pb2.NOT_FOUND, str(exc), [_resource("job", exc.job_id)]
+    if isinstance(exc, QueueFullError):
+        return code_pb2.RESOURCE_EXHAUSTED, str(exc), [_retry_info(exc.retry_after_s)]
+    if isinstance(exc, NotServingError):
+        retry = [_retry_info(exc.retry_after_s)] if exc.retry_after_s is not None else []
+        return code_pb2.UNAVAILABLE, str(exc), retry
+    if isinstance(exc, JobCancelledError):
+        return code_pb2.CANCELLED, str(exc), []
+    if isinstance(exc, JobDeadlineError):
+        return code_pb2.DEADLINE_EXCEEDED, str(exc), []
+    if isinstance(exc, ReplicaCrashedError):
+        return code_pb2.UNAVAILABLE, str(exc), [_error_info("REPLICA_CRASHED")]
+    if isinstance(exc, JobOutOfMemoryError):
+        return code_pb2.RESOURCE_EXHAUSTED, str(exc), [_error_info("DEVICE_OUT_OF_MEMORY")]
+    if isinstance(exc, JobFailedError):
+        return code_pb2.INTERNAL, str(exc), [_error_info("GENERATION_FAILED")]
+    # Anything else is a bug: log it whole, tell the caller only that it happened.
+    log.error("internal error", exc_info=exc)
+    return code_pb2.INTERNAL, "internal error; the server log has the details", []
+
+
+def _resource(kind: str, name: str) -> error_details_pb2.ResourceInfo:
+    return error_details_pb2.ResourceInfo(
+        resource_type=kind, resource_name=name, description=f"no such {kind}"
+    )
+
+
+def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(max(0.0, seconds) * 1e9))
+    return error_details_pb2.RetryInfo(retry_delay=delay)
+
+
+def _error_info(reason: str) -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)

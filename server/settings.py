@@ -1,0 +1,150 @@
+"""Server settings: a TOML file, overridden by environment variables, overridden by CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.config import (
+    ModelConfig,
+    ModelDefaults,
+    ModelLimits,
+    PrecisionPolicy,
+    demo_model_config,
+)
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+class ConfigError(Exception):
+    """The configuration is malformed; the message says where."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything ``pointillist serve`` needs."""
+
+    address: str = DEFAULT_ADDRESS
+    models: tuple[ModelConfig, ...] = field(default_factory=lambda: (demo_model_config(),))
+    default_model: str | None = None
+    queue_capacity: int = 32
+    drain_grace_s: float = 30.0
+    startup_timeout_s: float = 600.0
+    job_retention_s: float = 600.0
+    max_request_bytes: int = 1 << 20
+    max_response_bytes: int = 64 << 20
+
+
+_SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"models"}
+_MODEL_KEYS = {"id", "source", "precision", "device", "revision", "limits", "defaults"}
+
+
+def load_settings(
+    config_path: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServerSettings:
+    """Settings from the file (``POINTILLIST_CONFIG`` when no path), the environment, then flags.
+
+    Environment: ``POINTILLIST_ADDRESS``, ``POINTILLIST_DEFAULT_MODEL``. ``overrides`` holds
+    the CLI flags that were given (server keys, or ``model_source`` / ``model_id`` /
+    ``precision`` / ``device`` to serve one model instead of the file's list).
+    """
+    config_path = config_path or (
+        Path(environ["POINTILLIST_CONFIG"]) if environ.get("POINTILLIST_CONFIG") else None
+    )
+    document = _read_toml(config_path) if config_path else {}
+    unknown = set(document) - {"server", "models"}
+    if unknown:
+        raise ConfigError(f"unknown top-level keys: {', '.join(sorted(unknown))}")
+    server = dict(document.get("server", {}))
+    _reject_unknown(server, _SERVER_KEYS, "[server]")
+    if "POINTILLIST_ADDRESS" in environ:
+        server["address"] = environ["POINTILLIST_ADDRESS"]
+    if "POINTILLIST_DEFAULT_MODEL" in environ:
+        server["default_model"] = environ["POINTILLIST_DEFAULT_MODEL"]
+    overrides = dict(overrides or {})
+    models = [_model_config(entry, index) for index, entry in enumerate(document.get("models", []))]
+    single = _single_model_override(overrides)
+    if single is not None:
+        models = [single]
+        server["default_model"] = single.id
+    server.update({key: value for key, value in overrides.items() if key in _SERVER_KEYS})
+    if not models:
+        models = [demo_model_config()]
+    ids = [model.id for model in models]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"model ids must be unique, got {ids}")
+    try:
+        settings = ServerSettings(models=tuple(models), **server)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc
+    if settings.default_model is not None and settings.default_model not in ids:
+        raise ConfigError(f"default_model {settings.default_model!r} is not one of {ids}")
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _reject_unknown(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+
+
+def _model_config(entry: Mapping[str, Any], index: int) -> ModelConfig:
+    where = f"[[models]] #{index + 1}"
+    _reject_unknown(entry, _MODEL_KEYS, where)
+    if not entry.get("id"):
+        raise ConfigError(f"{where}: 'id' is required")
+    base = demo_model_config(entry["id"]) if entry.get("source", "demo") == "demo" else None
+    limits = base.limits if base else ModelLimits()
+    defaults = base.defaults if base else ModelDefaults()
+    try:
+        limits = dataclasses.replace(limits, **entry.get("limits", {}))
+        defaults = dataclasses.replace(defaults, **entry.get("defaults", {}))
+        precision = PrecisionPolicy(entry.get("precision", "auto"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} ({entry['id']}): {exc}") from exc
+    return ModelConfig(
+        id=str(entry["id"]),
+        source=str(entry.get("source", "demo")),
+        precision=precision,
+        device=str(entry.get("device", "auto")),
+        revision=entry.get("revision"),
+        limits=limits,
+        defaults=defaults,
+    )
+
+
+def _single_model_override(overrides: dict[str, Any]) -> ModelConfig | None:
+    source = overrides.pop("model_source", None)
+    model_id = overrides.pop("model_id", None)
+    precision = overrides.pop("precision", None)
+    device = overrides.pop("device", None)
+    if source is None and precision is None and device is None:
+        return None
+    source = source or "demo"
+    entry: dict[str, Any] = {"id": model_id or _id_from_source(source), "source": source}
+    if precision is not None:
+        entry["precision"] = precision
+    if device is not None:
+        entry["device"] = device
+    return _model_config(entry, 0)
+
+
+def _id_from_source(source: str) -> str:
+    return Path(source.rstrip("/")).name or source

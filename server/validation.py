@@ -1,0 +1,146 @@
+"""Turns request parameters into a GenerationSpec, or lists every field that is wrong."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from engine.config import ModelConfig
+from engine.job import GenerationSpec, ImageFormat, PreviewSettings
+from pointillist.v1 import generation_pb2 as pb
+from scheduler.errors import UnknownModelError
+
+MIN_SIDE = 64
+SIDE_MULTIPLE = 16
+MAX_GUIDANCE = 30.0
+DEFAULT_QUALITY = 90
+DEFAULT_PREVIEW_SIZE = 256
+PREVIEW_SIZE_RANGE = (16, 1024)
+
+IMAGE_FORMATS = {
+    pb.IMAGE_FORMAT_UNSPECIFIED: ImageFormat.PNG,
+    pb.IMAGE_FORMAT_PNG: ImageFormat.PNG,
+    pb.IMAGE_FORMAT_JPEG: ImageFormat.JPEG,
+    pb.IMAGE_FORMAT_WEBP: ImageFormat.WEBP,
+}
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field: its path in the request and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+class InvalidRequestError(Exception):
+    """The request has bad fields; every one of them is listed."""
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.violations = violations
+
+
+def resolve_parameters(
+    params: pb.GenerationParameters,
+    models: Mapping[str, ModelConfig],
+    default_model: str,
+    prefix: str = "parameters.",
+) -> GenerationSpec:
+    """Apply the model's defaults and limits; raise UnknownModelError or InvalidRequestError."""
+    model_id = params.model or default_model
+    model = models.get(model_id)
+    if model is None:
+        raise UnknownModelError(model_id, list(models))
+    limits, defaults = model.limits, model.defaults
+    bad: list[FieldViolation] = []
+
+    def check(ok: bool, name: str, description: str) -> None:
+        if not ok:
+            bad.append(FieldViolation(prefix + name, description))
+
+    check(bool(params.prompt.strip()), "prompt", "must not be empty")
+    for name in ("prompt", "negative_prompt"):
+        length = len(getattr(params, name))
+        check(
+            length <= limits.max_prompt_chars,
+            name,
+            f"is {length} characters; the limit is {limits.max_prompt_chars}",
+        )
+    width = params.width or defaults.width
+    height = params.height or defaults.height
+    for name, value, largest in (
+        ("width", width, limits.max_width),
+        ("height", height, limits.max_height),
+    ):
+        check(
+            value % SIDE_MULTIPLE == 0,
+            name,
+            f"must be a multiple of {SIDE_MULTIPLE}, got {value}",
+        )
+        check(
+            MIN_SIDE <= value <= largest,
+            name,
+            f"must be between {MIN_SIDE} and {largest} for model {model_id!r}, got {value}",
+        )
+    steps = params.steps or defaults.steps
+    check(
+        steps <= limits.max_steps,
+        "steps",
+        f"must be between 1 and {limits.max_steps}, got {steps}",
+    )
+    guidance = (
+        params.guidance_scale if params.HasField("guidance_scale") else defaults.guidance_scale
+    )
+    check(
+        math.isfinite(guidance) and 0.0 <= guidance <= MAX_GUIDANCE,
+        "guidance_scale",
+        f"must be between 0 and {MAX_GUIDANCE:g}, got {guidance}",
+    )
+    num_images = params.num_images or 1
+    check(
+        num_images <= limits.max_images,
+        "num_images",
+        f"must be between 1 and {limits.max_images}, got {num_images}",
+    )
+    image_format = IMAGE_FORMATS.get(params.output_format)
+    check(
+        image_format is not None,
+        "output_format",
+        f"unknown format {params.output_format}; use PNG, JPEG or WEBP",
+    )
+    quality = params.quality or DEFAULT_QUALITY
+    check(1 <= quality <= 100, "quality", f"must be between 1 and 100, got {quality}")
+    preview_every = params.preview.every_n_steps
+    check(
+        preview_every <= limits.max_steps,
+        "preview.every_n_steps",
+        f"must be at most {limits.max_steps}, got {preview_every}",
+    )
+    preview_size = params.preview.max_size or DEFAULT_PREVIEW_SIZE
+    low, high = PREVIEW_SIZE_RANGE
+    check(
+        low <= preview_size <= high,
+        "preview.max_size",
+        f"must be between {low} and {high}, got {preview_size}",
+    )
+    if bad:
+        raise InvalidRequestError(bad)
+    assert image_format is not None
+    return GenerationSpec(
+        model=model_id,
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance_scale=float(guidance),
+        # An absent seed gets a random 32-bit one; the result reports it so the image can be redone.
+        seed=params.seed if params.HasField("seed") else secrets.randbelow(2**32),
+        num_images=num_images,
+        output_format=image_format,
+        quality=quality,
+        preview=PreviewSettings(every_n_steps=preview_every, max_size=preview_size),
+    )

@@ -1,0 +1,57 @@
+"""Shared fixtures: one real demo server per session (a worker process takes seconds to load)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from engine.config import demo_model_config
+from pointillist.v1 import generation_pb2_grpc as pb_grpc
+from server.background import ServerThread
+from server.settings import ServerSettings
+
+
+def demo_settings(**overrides: object) -> ServerSettings:
+    """The demo model on the CPU, bound to a free port on the loopback interface."""
+    values: dict[str, object] = {
+        "address": "127.0.0.1:0",
+        "models": (demo_model_config(),),
+        "drain_grace_s": 10.0,
+    }
+    values.update(overrides)
+    return ServerSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def demo_server() -> Iterator[ServerThread]:
+    server = ServerThread(demo_settings()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def channel(demo_server: ServerThread) -> Iterator[grpc.Channel]:
+    with demo_server.channel() as chan:
+        yield chan
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> pb_grpc.GenerationServiceStub:
+    return pb_grpc.GenerationServiceStub(channel)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Isolation: a test hands the shared server back with nothing queued or running.
+
+    Jobs still finishing (a cancel on its way to the worker) get a moment to end; cancel tests
+    check their own jobs' final states explicitly.
+    """
+    yield
+    if "demo_server" in request.fixturenames:
+        server: ServerThread = request.getfixturevalue("demo_server")
+        for job in server.active_jobs():
+            server.wait_job_finished(job.id, timeout=60)
+        assert server.active_jobs() == []

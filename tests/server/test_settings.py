@@ -1,0 +1,102 @@
+"""Configuration: TOML file, environment and flags, with errors that say where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import PrecisionPolicy
+from server.settings import DEFAULT_ADDRESS, ConfigError, load_settings
+
+CONFIG = """
+[server]
+address = "0.0.0.0:6000"
+default_model = "medium"
+queue_capacity = 8
+
+[[models]]
+id = "medium"
+source = "/models/sd3.5-medium"
+precision = "fp8"
+device = "cuda:1"
+limits = { max_width = 1536, max_steps = 60 }
+defaults = { steps = 28, guidance_scale = 4.0 }
+
+[[models]]
+id = "tiny"
+source = "demo"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pointillist.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_config_serves_the_demo_model_on_loopback():
+    settings = load_settings(environ={})
+
+    assert settings.address == DEFAULT_ADDRESS == "127.0.0.1:50051"
+    (model,) = settings.models
+    assert model.id == "demo" and model.source == "demo"
+    assert model.precision is PrecisionPolicy.AUTO
+
+
+def test_toml_lists_models_with_limits_defaults_and_server_keys(tmp_path):
+    settings = load_settings(write(tmp_path, CONFIG), environ={})
+
+    assert settings.address == "0.0.0.0:6000"
+    assert settings.default_model == "medium"
+    assert settings.queue_capacity == 8
+    medium, tiny = settings.models
+    assert medium.precision is PrecisionPolicy.FP8 and medium.device == "cuda:1"
+    assert medium.limits.max_width == 1536 and medium.limits.max_height == 1024
+    assert medium.limits.max_steps == 60
+    assert medium.defaults.steps == 28 and medium.defaults.guidance_scale == 4.0
+    assert tiny.limits.max_width == 512  # the demo model's own limits apply
+
+
+def test_environment_overrides_the_file_and_flags_override_both(tmp_path):
+    path = write(tmp_path, CONFIG)
+    env = {"POINTILLIST_CONFIG": str(path), "POINTILLIST_ADDRESS": "127.0.0.1:7000"}
+
+    assert load_settings(environ=env).address == "127.0.0.1:7000"
+    flagged = load_settings(environ=env, overrides={"address": "127.0.0.1:8000"})
+    assert flagged.address == "127.0.0.1:8000"
+
+
+def test_model_flags_serve_one_model_instead_of_the_list(tmp_path):
+    settings = load_settings(
+        write(tmp_path, CONFIG),
+        environ={},
+        overrides={"model_source": "/weights/sd35m", "precision": "fp8", "device": "cuda"},
+    )
+
+    (model,) = settings.models
+    assert model.id == "sd35m" and model.source == "/weights/sd35m"
+    assert model.precision is PrecisionPolicy.FP8
+    assert settings.default_model == "sd35m"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[server]\nadress = 'x'\n", "unknown keys adress"),
+        ("[[models]]\nsource = 'demo'\n", "'id' is required"),
+        ("[[models]]\nid = 'a'\nprecision = 'fp4'\n", "'fp4' is not a valid PrecisionPolicy"),
+        ("[[models]]\nid = 'a'\nlimits = { max_widht = 5 }\n", "max_widht"),
+        ("[[models]]\nid = 'a'\n[[models]]\nid = 'a'\n", "unique"),
+        ("[server]\ndefault_model = 'zzz'\n", "default_model 'zzz'"),
+        ("not toml [", "pointillist.toml"),
+    ],
+)
+def test_malformed_config_says_what_is_wrong(tmp_path, text, words):
+    with pytest.raises(ConfigError, match=words):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml", environ={})

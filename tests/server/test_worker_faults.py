@@ -1,0 +1,33 @@
+"""A worker killed mid-job: the job runs again on the restarted replica and still completes."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from pointillist.v1 import generation_pb2 as pb
+from scheduler.job import JobState
+
+
+def test_killed_worker_job_is_retried_and_completes(stub, demo_server):
+    replica = demo_server.scheduler.replica("demo")
+    pid_before = replica.pid
+    request = pb.StreamGenerateRequest(
+        parameters=pb.GenerationParameters(
+            prompt="survive", width=256, height=256, steps=30, seed=11
+        )
+    )
+    events = []
+    killed = False
+    for event in stub.StreamGenerate(request, timeout=240):
+        events.append(event)
+        if event.HasField("progress") and event.progress.step == 2 and not killed:
+            os.kill(pid_before, signal.SIGKILL)
+            killed = True
+
+    kinds = [event.WhichOneof("event") for event in events]
+    assert kinds.count("started") == 2, "the job starts again on the restarted replica"
+    assert kinds[-1] == "result"
+    job = demo_server.wait_job_finished(events[0].job_id)
+    assert job.state is JobState.SUCCEEDED and job.attempts == 2
+    assert replica.pid != pid_before
