@@ -163,6 +163,13 @@ def _add_generate(
         "--quality", type=_quality, default=0, help="JPEG/WebP quality 1-100 (default 90)"
     )
     generate.add_argument(
+        "--wait-ready",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the server to come up and report SERVING",
+    )
+    generate.add_argument(
         "-q", "--quiet", action="store_true", help="no progress display, only the paths"
     )
     generate.set_defaults(func=run_generate)
@@ -291,30 +298,10 @@ def run_generate(args: argparse.Namespace) -> int:
     """Stream one generation with a progress display, then write and list the images."""
     output_format, output = resolve_output(args.output, args.format)
     bar = None if args.quiet else ProgressBar(sys.stderr)
-    with (
-        Client(args.server, timeout=args.timeout, metadata=args.header) as client,
-        client.stream(
-            args.prompt,
-            model=args.model,
-            negative_prompt=args.negative,
-            width=args.width,
-            height=args.height,
-            steps=args.steps,
-            guidance_scale=args.guidance,
-            seed=args.seed,
-            num_images=args.num_images,
-            output_format=output_format,
-            quality=args.quality,
-        ) as stream,
-    ):
-        try:
-            for event in stream:
-                if bar is not None:
-                    bar.update(event)
-        finally:
-            if bar is not None:
-                bar.close()
-        result = stream.result()
+    with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
+        if args.wait_ready is not None:
+            client.wait_until_serving(args.wait_ready)
+        result = _stream_with_progress(client, args, output_format, bar)
     paths = output_paths(output, len(result.images))
     for image, path in zip(result.images, paths, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -323,6 +310,32 @@ def run_generate(args: argparse.Namespace) -> int:
     if bar is not None:
         _warn(_summary(result))
     return EXIT_OK
+
+
+def _stream_with_progress(
+    client: Client, args: argparse.Namespace, output_format: str, bar: ProgressBar | None
+) -> Result:
+    with client.stream(
+        args.prompt,
+        model=args.model,
+        negative_prompt=args.negative,
+        width=args.width,
+        height=args.height,
+        steps=args.steps,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        num_images=args.num_images,
+        output_format=output_format,
+        quality=args.quality,
+    ) as stream:
+        try:
+            for event in stream:
+                if bar is not None:
+                    bar.update(event)
+        finally:
+            if bar is not None:
+                bar.close()
+        return stream.result()
 
 
 def resolve_output(output: Path | None, output_format: str | None) -> tuple[str, Path]:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pointillist.conversion import (
     build_parameters,
@@ -27,7 +28,7 @@ from pointillist.conversion import (
     result_from_proto,
     stream_request,
 )
-from pointillist.errors import CancelledError, InternalError, error_from_rpc
+from pointillist.errors import CancelledError, InternalError, UnavailableError, error_from_rpc
 from pointillist.events import Event, ModelList, Result
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc
@@ -285,6 +286,29 @@ class Client:
         except grpc.RpcError as err:
             raise error_from_rpc(err) from err
         return model_list_from_proto(response)
+
+    def wait_until_serving(self, timeout: float) -> None:
+        """Block until the server reports SERVING on the standard health service.
+
+        A server answers NOT_SERVING while its replicas warm up; this follows the health Watch
+        stream (waiting for the server to come up at all) instead of polling.
+        """
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        request = health_pb2.HealthCheckRequest(service="")
+        try:
+            for response in stub.Watch(request, timeout=timeout, wait_for_ready=True):
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise UnavailableError(
+                    f"the server was not serving within {timeout:g}s",
+                    code=grpc.StatusCode.UNAVAILABLE,
+                ) from err
+            raise error_from_rpc(err) from err
+        raise UnavailableError(
+            "the server ended its health stream", code=grpc.StatusCode.UNAVAILABLE
+        )
 
     def close(self) -> None:
         """Close the channel (unless it was passed in)."""
