@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import grpc
@@ -14,10 +15,10 @@ from server.settings import ServerSettings
 
 
 def demo_settings(**overrides: object) -> ServerSettings:
-    """The demo model on the CPU, bound to a free port on the loopback interface."""
+    """The demo model on the CPU (also where a GPU exists), on a free loopback port."""
     values: dict[str, object] = {
         "address": "127.0.0.1:0",
-        "models": (demo_model_config(),),
+        "models": (dataclasses.replace(demo_model_config(), device="cpu"),),
         "drain_grace_s": 10.0,
     }
     values.update(overrides)
