@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -25,35 +26,20 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
     async def StreamGenerate(
         self, request: pb.StreamGenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamGenerateResponse]:
-        job: Job | None = None
-        try:
-            job = self._submit(request.parameters, context)
+        async with self._job(request.parameters, context) as job:
             async for event in job.events():
                 yield conversion.stream_response(job, event)
-        except Exception as exc:
-            await errors.abort(context, exc)
-        finally:
-            # The caller cancelled, its deadline passed or it went away: free the replica.
-            if job is not None and not job.state.finished:
-                await self._scheduler.cancel(job.id)
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
-        job: Job | None = None
-        try:
-            job = self._submit(request.parameters, context)
+        async with self._job(request.parameters, context) as job:
             async for event in job.events():
                 if isinstance(event, GenerationOutput):
-                    return pb.GenerateResponse(
-                        job_id=job.id, result=conversion.result(event, job.spec)
-                    )
+                    result = conversion.result(event, job.spec)
+                    return pb.GenerateResponse(job_id=job.id, result=result)
             raise AssertionError("a job's events ended without a result or an error")
-        except Exception as exc:
-            await errors.abort(context, exc)
-        finally:
-            if job is not None and not job.state.finished:
-                await self._scheduler.cancel(job.id)
+        raise AssertionError("unreachable: _job aborts the RPC on every error")
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -62,6 +48,23 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
             models=[conversion.model_info(status) for status in self._scheduler.models()],
             default_model=self._scheduler.default_model(),
         )
+
+    @contextlib.asynccontextmanager
+    async def _job(
+        self, params: pb.GenerationParameters, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Job]:
+        """Submit a job for the RPC's lifetime: errors end the RPC with their status, and a
+        job still unfinished when the RPC ends (cancelled, deadline, caller gone) is cancelled
+        so its replica is free again."""
+        job: Job | None = None
+        try:
+            job = self._submit(params, context)
+            yield job
+        except Exception as exc:
+            await errors.abort(context, exc)
+        finally:
+            if job is not None and not job.state.finished:
+                await self._scheduler.cancel(job.id)
 
     def _submit(self, params: pb.GenerationParameters, context: grpc.aio.ServicerContext) -> Job:
         spec = self._resolve(params)
