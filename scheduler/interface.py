@@ -8,6 +8,7 @@ from typing import Protocol
 from engine.config import ModelConfig
 from engine.job import GenerationSpec, LoadedModel
 from scheduler.job import Job
+from scheduler.status import SchedulerStatus
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,20 @@ class Scheduler(Protocol):
     def default_model(self) -> str:
         """The model used when a request names none."""
 
-    def submit(self, spec: GenerationSpec, *, deadline: float | None = None) -> Job:
+    def submit(
+        self,
+        spec: GenerationSpec,
+        *,
+        deadline: float | None = None,
+        priority: int = 0,
+        caller: str = "",
+    ) -> Job:
         """Accept a validated job and return its record at once.
 
-        Raises UnknownModelError, QueueFullError or NotServingError. ``deadline`` is a
-        ``time.monotonic()`` value.
+        Raises UnknownModelError, QueueFullError, NotServingError or JobDeadlineError (when the
+        estimated start is already past the deadline). ``deadline`` is a ``time.monotonic()``
+        value; a higher ``priority`` runs first; ``caller`` identifies who asked (an API key's
+        identity, else the peer address) so that one caller cannot starve the others.
         """
 
     async def cancel(self, job_id: str) -> None:
@@ -49,3 +59,6 @@ class Scheduler(Protocol):
 
     def get_job(self, job_id: str) -> Job:
         """The job's record; raises UnknownJobError."""
+
+    def status(self) -> SchedulerStatus:
+        """Devices, replicas, queues and measured footprints, now."""

@@ -32,6 +32,7 @@ from scheduler.errors import (
 from scheduler.interface import ModelStatus
 from scheduler.job import Job, JobState, Queued, Started
 from scheduler.replica import Replica, ReplicaStartError, WorkerDiedError
+from scheduler.status import ModelQueueStatus, ReplicaStatus, SchedulerStatus
 from scheduler.throughput import ThroughputEstimate
 
 log = logging.getLogger("pointillist.scheduler")
@@ -130,7 +131,14 @@ class SingleReplicaScheduler:
     def default_model(self) -> str:
         return self._default_model
 
-    def submit(self, spec: GenerationSpec, *, deadline: float | None = None) -> Job:
+    def submit(
+        self,
+        spec: GenerationSpec,
+        *,
+        deadline: float | None = None,
+        priority: int = 0,
+        caller: str = "",
+    ) -> Job:
         if self._draining:
             raise NotServingError("the server is draining and accepts no new jobs")
         lane = self._lanes.get(spec.model)
@@ -159,9 +167,45 @@ class SingleReplicaScheduler:
 
     def get_job(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)
-        if job is None:
+        if job is None or self._expired(job):
+            self._jobs.pop(job_id, None)
             raise UnknownJobError(job_id)
         return job
+
+    def _expired(self, job: Job) -> bool:
+        finished = job.finished_at
+        return finished is not None and time.monotonic() - finished >= self._job_retention_s
+
+    def status(self) -> SchedulerStatus:
+        replicas = []
+        models = []
+        for lane in self._lanes.values():
+            replica = lane.replica
+            running = 1 if lane.running is not None else 0
+            replicas.append(
+                ReplicaStatus(
+                    id=replica.id,
+                    model=lane.config.id,
+                    device_id=replica.loaded.device.id if replica.loaded else "",
+                    state=replica.state.value,
+                    pid=replica.pid,
+                    memory_bytes=replica.memory_bytes,
+                    running_jobs=running,
+                )
+            )
+            models.append(
+                ModelQueueStatus(
+                    model=lane.config.id,
+                    queued_jobs=len(lane.queue),
+                    running_jobs=running,
+                    replicas=1,
+                    footprint_bytes=replica.memory_bytes or None,
+                    footprint_measured=replica.loaded is not None,
+                )
+            )
+        return SchedulerStatus(
+            devices=(), replicas=tuple(replicas), models=tuple(models), draining=self._draining
+        )
 
     # Inspection, for status pages and tests
 
@@ -320,7 +364,6 @@ class SingleReplicaScheduler:
         if now - self._last_sweep < 1.0:
             return
         self._last_sweep = now
-        horizon = now - self._job_retention_s
         for job_id, job in list(self._jobs.items()):
-            if job.finished_at is not None and job.finished_at < horizon:
+            if self._expired(job):
                 del self._jobs[job_id]
