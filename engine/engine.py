@@ -1,8 +1,23 @@
 """The engine a worker process drives: load a model once, then generate images step by step.
 
-``generate`` runs the pipeline's phases itself (text encoding, denoising, VAE decoding, image
-encoding) so each is timed, reports every denoising step through ``on_event`` and stops at the
-next step end once ``should_stop`` says so.
+``generate_batch`` runs the pipeline's phases itself (text encoding, denoising, VAE decoding,
+image encoding) so each is timed, for one or more compatible requests (equal ``batch_key``) in
+one denoising loop. It reports every denoising step of every member through ``on_event`` and
+stops a member at the next step end once ``should_stop`` says so. ``generate`` is the batch of
+one.
+
+Batching and identical results. Each member gets the image bytes it would get alone:
+
+- Text encoding, VAE decoding and image encoding run per member, with the very shapes a lone
+  request has. Only the transformer runs on the whole batch.
+- The transformer's batch is laid out as StableDiffusion3Pipeline lays out classifier-free
+  guidance: ``[negatives of member 0..n-1 | positives of member 0..n-1]`` (each member's images
+  in order), the latents repeated in the same order, and ``noise_pred.chunk(2)`` splits it back.
+- On the CPU kernels measured (MKL, oneDNN), attention, norms and large matmuls give each
+  sample the same bits whatever the batch holds. Linears, convolutions and activations do not
+  by themselves (few rows, bias fusion that depends on the input's layout, a batch of one,
+  thread splits); ``make_batch_invariant`` removes each cause in the transformer (see there).
+- Measured on CUDA (H100, cuBLAS): see ``tests/engine/test_batching.py``.
 """
 
 from __future__ import annotations
@@ -10,10 +25,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from diffusers.models import activations
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
     StableDiffusion3Pipeline,
 )
@@ -22,6 +39,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
 )
 from PIL import Image
 
+from engine import fp8
 from engine.config import ModelConfig
 from engine.image_encoding import encode_image
 from engine.job import (
@@ -36,15 +54,26 @@ from engine.job import (
     StepPreview,
     StepProgress,
     Timings,
+    batch_key,
 )
 from engine.loading import ModelLoadError, load_pipeline, locate_source, resolve_device
-from engine.precision import apply_plan, component_precisions, detect_capability, plan_precision
+from engine.precision import (
+    COMPONENTS,
+    apply_plan,
+    component_precisions,
+    detect_capability,
+    plan_precision,
+)
 from engine.preview import flow_x0_estimate, latents_to_images
 from engine.provenance import device_info, library_versions
 
 Event = StepProgress | StepPreview
+BatchOutcome = GenerationOutput | GenerationCancelled
 logger = logging.getLogger(__name__)
 WARM_UP_STEPS = 2
+# Fewest rows a transformer Linear runs on (see the module docstring). Measured on MKL 2024.2 and
+# oneDNN 3.12 (torch 2.13, AVX-512): fp32 rows agree from 12 rows on, bf16 from 3.
+MIN_GEMM_ROWS = 16
 
 
 @dataclass
@@ -77,6 +106,8 @@ class Engine:
             library_versions=library_versions(),
             device=loaded.device,
         )
+        # A member of a batch must get the bits it would get alone (see the module docstring).
+        make_batch_invariant(pipe.transformer, MIN_GEMM_ROWS)
         # One pipeline object must not run twice at once: the scheduler's step index is shared.
         self._lock = threading.Lock()
 
@@ -106,25 +137,32 @@ class Engine:
             precision_reason=plan.reason,
             device=device_info(device),
             weights_revision=loaded_pipe.weights_revision,
+            weight_bytes=pipeline_weight_bytes(pipe),
         )
         return cls(config, pipe, device, loaded)
 
-    def warm_up(self) -> None:
-        """One short generation at the model's default size, so the first request is not slow
-        (first calls allocate, pick kernels and fill caches)."""
-        defaults = self.config.defaults
-        spec = GenerationSpec(
-            model=self.config.id,
-            prompt="warm-up",
-            negative_prompt="",
-            width=defaults.width,
-            height=defaults.height,
-            steps=WARM_UP_STEPS,
-            guidance_scale=defaults.guidance_scale,
-            seed=0,
-            # Previews on, so their projection and JPEG path is warm as well.
-            preview=PreviewSettings(every_n_steps=1),
-        )
+    def warm_up(self, spec: GenerationSpec | None = None) -> None:
+        """One short generation, so the first request is not slow (first calls allocate, pick
+        kernels and fill caches).
+
+        With ``spec``, that request is run as given: the scheduler passes the model's largest
+        (widest, tallest, most images, few steps) so the memory measured afterwards covers the
+        worst case. Without, ``WARM_UP_STEPS`` steps at the model's default size, previews on.
+        """
+        if spec is None:
+            defaults = self.config.defaults
+            spec = GenerationSpec(
+                model=self.config.id,
+                prompt="warm-up",
+                negative_prompt="",
+                width=defaults.width,
+                height=defaults.height,
+                steps=WARM_UP_STEPS,
+                guidance_scale=defaults.guidance_scale,
+                seed=0,
+                # Previews on, so their projection and JPEG path is warm as well.
+                preview=PreviewSettings(every_n_steps=1),
+            )
         self.generate(spec, on_event=lambda event: None, should_stop=lambda: False)
 
     def generate(
@@ -134,30 +172,83 @@ class Engine:
         should_stop: Callable[[], bool],
     ) -> GenerationOutput:
         """Generates ``spec.num_images`` images; raises GenerationCancelled when stopped."""
+        (outcome,) = self.generate_batch(
+            [spec], lambda _index, event: on_event(event), lambda _index: should_stop()
+        )
+        if isinstance(outcome, GenerationCancelled):
+            raise outcome
+        return outcome
+
+    def generate_batch(
+        self,
+        specs: Sequence[GenerationSpec],
+        on_event: Callable[[int, Event], None],
+        should_stop: Callable[[int], bool],
+    ) -> list[BatchOutcome]:
+        """Runs ``specs`` (equal ``batch_key``) through one denoising loop.
+
+        Returns one outcome per spec, in order: its GenerationOutput, or GenerationCancelled
+        (not raised) when ``should_stop(i)`` said so. ``on_event(i, event)`` gets member i's
+        progress for every step and its previews at its own cadence; a stopped member gets
+        no more events.
+
+        ``should_stop(i)`` is asked before text encoding, after it, at every step end, after the
+        loop and before the member's decoding. A member stopped before the loop leaves the batch
+        (``completed_steps`` 0). Once the loop runs, its batch is fixed: a member stopped during
+        it stops receiving events, but its rows are computed until the loop ends, unless every
+        member has stopped, and then the loop ends at that step (``pipe._interrupt``).
+
+        Timings are a member's own for text encoding, decoding and image encoding; denoising
+        is the shared loop's time. Time spent on other members' phases is in none of them.
+
+        Raises ValueError when ``specs`` is empty or holds different batch keys.
+        """
+        if not specs:
+            raise ValueError("a batch needs at least one request")
+        keys = {batch_key(spec) for spec in specs}
+        if len(keys) > 1:
+            raise ValueError(f"requests of one batch must share one batch_key, got {keys}")
+        outcomes: list[BatchOutcome | None] = [None] * len(specs)
         with self._lock, torch.no_grad():
-            if should_stop():
-                raise GenerationCancelled(0)
-            started = time.perf_counter()
-            embeddings = self._encode_prompt(spec)
-            text_done = self._sync_clock()
-            if should_stop():
-                raise GenerationCancelled(0)
-            latents = self._denoise(spec, embeddings, on_event, should_stop)
-            denoise_done = self._sync_clock()
-            if should_stop():
-                raise GenerationCancelled(spec.steps)
-            pil_images = self._decode(latents)
-            decode_done = self._sync_clock()
-            images = tuple(
-                encode_image(image, spec.output_format, spec.quality, seed)
-                for image, seed in zip(pil_images, spec.image_seeds(), strict=True)
-            )
-            encode_done = time.perf_counter()
+            members: list[_Member] = []
+            for index, spec in enumerate(specs):
+                if should_stop(index):
+                    outcomes[index] = GenerationCancelled(0)
+                    continue
+                started = time.perf_counter()
+                embeddings = self._encode_prompt(spec)
+                members.append(_Member(index, spec, embeddings, self._sync_clock() - started))
+            members = _still_running(members, should_stop, outcomes, completed_steps=0)
+            if members:
+                denoise_started = time.perf_counter()
+                latents = self._denoise(members, on_event, should_stop, outcomes)
+                denoising_s = self._sync_clock() - denoise_started
+                for member in members:
+                    if outcomes[member.index] is not None:
+                        continue  # stopped during the loop
+                    if should_stop(member.index):
+                        outcomes[member.index] = GenerationCancelled(member.spec.steps)
+                        continue
+                    outcomes[member.index] = self._finish(member, latents, denoising_s)
+        return [_filled(outcome) for outcome in outcomes]
+
+    def _finish(
+        self, member: _Member, latents: torch.Tensor, denoising_s: float
+    ) -> GenerationOutput:
+        """Decodes and encodes one member's images, alone (the shapes of a lone request)."""
+        spec = member.spec
+        started = time.perf_counter()
+        pil_images = self._decode(latents[member.rows])
+        decode_done = self._sync_clock()
+        images = tuple(
+            encode_image(image, spec.output_format, spec.quality, seed)
+            for image, seed in zip(pil_images, spec.image_seeds(), strict=True)
+        )
         timings = Timings(
-            text_encoding_s=text_done - started,
-            denoising_s=denoise_done - text_done,
-            decoding_s=decode_done - denoise_done,
-            image_encoding_s=encode_done - decode_done,
+            text_encoding_s=member.text_encoding_s,
+            denoising_s=denoising_s,
+            decoding_s=decode_done - started,
+            image_encoding_s=time.perf_counter() - decode_done,
         )
         return GenerationOutput(images=images, timings=timings, provenance=self.provenance)
 
@@ -177,42 +268,61 @@ class Engine:
 
     def _denoise(
         self,
-        spec: GenerationSpec,
-        embeddings: _Embeddings,
-        on_event: Callable[[Event], None],
-        should_stop: Callable[[], bool],
+        members: list[_Member],
+        on_event: Callable[[int, Event], None],
+        should_stop: Callable[[int], bool],
+        outcomes: list[BatchOutcome | None],
     ) -> torch.Tensor:
+        """One pipeline call for all members; returns the final latents of the whole batch."""
         pipe = self.pipe
+        shape = members[0].spec  # members share width, height, steps and guidance
         # One CPU generator per image, so image i's noise depends on its seed alone and is the
         # same on every device. The initial latents are drawn here exactly as the pipeline would
-        # draw them from these generators (same call), because previews need them.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in spec.image_seeds()]
-        latents = pipe.prepare_latents(
-            spec.num_images,
-            pipe.transformer.config.in_channels,
-            spec.height,
-            spec.width,
-            embeddings.prompt.dtype,
-            self.device,
-            generators,
+        # draw them from these generators (same call, per member as a lone request would),
+        # because previews need them.
+        parts = []
+        first_row = 0
+        for member in members:
+            spec = member.spec
+            generators = [torch.Generator("cpu").manual_seed(seed) for seed in spec.image_seeds()]
+            parts.append(
+                pipe.prepare_latents(
+                    spec.num_images,
+                    pipe.transformer.config.in_channels,
+                    spec.height,
+                    spec.width,
+                    member.embeddings.prompt.dtype,
+                    self.device,
+                    generators,
+                )
+            )
+            member.first_row = first_row
+            first_row += spec.num_images
+        latents = torch.cat(parts)
+        guided = shape.guidance_scale > 1.0
+        # Members' images in order along the batch axis; the pipeline then builds its guidance
+        # batch as cat([negative, prompt]) and cat([latents] * 2), so row r of the conditional
+        # half pairs with row r of the unconditional half, as in a lone request.
+        embeddings = [member.embeddings for member in members]
+        negative = [e.negative for e in embeddings if e.negative is not None]
+        negative_pooled = [e.negative_pooled for e in embeddings if e.negative_pooled is not None]
+        tracker = _StepTracker(
+            members, on_event, should_stop, outcomes, latents, time.perf_counter()
         )
-        tracker = _StepTracker(spec, on_event, should_stop, latents, time.perf_counter())
         result = pipe(
-            prompt_embeds=embeddings.prompt,
-            pooled_prompt_embeds=embeddings.pooled,
-            negative_prompt_embeds=embeddings.negative,
-            negative_pooled_prompt_embeds=embeddings.negative_pooled,
-            height=spec.height,
-            width=spec.width,
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.guidance_scale,
+            prompt_embeds=torch.cat([e.prompt for e in embeddings]),
+            pooled_prompt_embeds=torch.cat([e.pooled for e in embeddings]),
+            negative_prompt_embeds=torch.cat(negative) if guided else None,
+            negative_pooled_prompt_embeds=torch.cat(negative_pooled) if guided else None,
+            height=shape.height,
+            width=shape.width,
+            num_inference_steps=shape.steps,
+            guidance_scale=shape.guidance_scale,
             latents=latents,
             output_type="latent",
             callback_on_step_end=tracker.on_step_end,
             callback_on_step_end_tensor_inputs=["latents"],
         )
-        if tracker.cancelled_after is not None:
-            raise GenerationCancelled(tracker.cancelled_after)
         final: torch.Tensor = result.images
         return final
 
@@ -233,23 +343,142 @@ class Engine:
         return time.perf_counter()
 
 
+def pipeline_weight_bytes(pipe: StableDiffusion3Pipeline) -> int:
+    """Bytes every weight-holding component of ``pipe`` really stores (FP8 counted as FP8)."""
+    modules = (getattr(pipe, name, None) for name in COMPONENTS)
+    return sum(fp8.weight_bytes(m) for m in modules if isinstance(m, torch.nn.Module))
+
+
+def make_batch_invariant(module: torch.nn.Module, min_rows: int) -> None:
+    """Makes the layers of ``module`` compute a sample the same way whatever else it is batched
+    with, where they would not by themselves.
+
+    Measured causes (MKL and oneDNN, torch 2.11 and 2.13, AVX-512, AMD and Intel CPUs):
+
+    - A Linear's row count: with few rows (the conditioning path has one row per image and
+      guidance branch) MKL (fp32) and oneDNN (bf16, at SD3.5's widths) take other kernels for 1,
+      2 or 3 rows than for 16. Short inputs are padded with zero rows and the result cut back.
+    - A Linear's input layout: ``F.linear`` fuses the bias into the matmul for a contiguous 3-D
+      input but adds it afterwards for a strided one, and SD3's joint attention hands its output
+      Linears a slice that is contiguous for a batch of one and strided for more. Inputs are
+      flattened to one contiguous 2-D matrix first.
+    - A Conv2d's batch size: oneDNN's fp32 convolution (SD3's patch embedding, 16 channels in)
+      rounds a batch of one differently from larger ones.
+    - An activation's element count: GELU's tanh is vectorized, and where the element range is
+      split across threads (by its total size) the leftovers of each split take a scalar tanh
+      that rounds differently (fp32, 16 threads, torch 2.11).
+
+    Convolutions and activations therefore run one sample at a time. Costs a copy of strided
+    Linear inputs, a few zero rows for tiny ones, and one call per image instead of one per
+    batch for the patch embedding and the activations. Patches each module once; quanto's FP8
+    QLinear and QConv2d are a Linear and a Conv2d too.
+    """
+    for sub in module.modules():
+        if isinstance(sub.forward, _InvariantForward | _PerSampleForward):
+            continue
+        # An instance attribute shadows the class's forward; nn.Module.__call__ calls it.
+        if isinstance(sub, torch.nn.Linear):
+            sub.forward = _InvariantForward(sub.forward, min_rows)  # type: ignore[method-assign]
+        elif isinstance(sub, _PER_SAMPLE):
+            sub.forward = _PerSampleForward(sub.forward)  # type: ignore[method-assign]
+
+
+_PER_SAMPLE = (
+    torch.nn.Conv2d,
+    torch.nn.GELU,
+    torch.nn.SiLU,
+    activations.GELU,
+    activations.GEGLU,
+    activations.ApproximateGELU,
+    activations.SwiGLU,
+    activations.FP32SiLU,
+)
+
+
+class _InvariantForward:
+    """A Linear's forward on a contiguous 2-D input of at least ``min_rows`` rows."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], min_rows: int) -> None:
+        self.forward = forward
+        self.min_rows = min_rows
+
+    def __call__(self, input: torch.Tensor) -> torch.Tensor:  # Linear.forward's own name
+        width = input.shape[-1]
+        flat = input.reshape(-1, width).contiguous()
+        rows = flat.shape[0]
+        if 0 < rows < self.min_rows:
+            flat = torch.cat([flat, flat.new_zeros(self.min_rows - rows, width)])
+        out = self.forward(flat)[:rows]
+        return out.reshape(*input.shape[:-1], out.shape[-1])
+
+
+class _PerSampleForward:
+    """A module's forward run on one sample (first dimension) of its input at a time."""
+
+    def __init__(self, forward: Callable[..., torch.Tensor]) -> None:
+        self.forward = forward
+
+    def __call__(self, input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if input.dim() < 2 or input.shape[0] <= 1:
+            return self.forward(input, *args, **kwargs)
+        return torch.cat([self.forward(sample, *args, **kwargs) for sample in input.split(1)])
+
+
+@dataclass
+class _Member:
+    """A request inside a batch: its position in the caller's list and its rows in the loop."""
+
+    index: int
+    spec: GenerationSpec
+    embeddings: _Embeddings
+    text_encoding_s: float
+    # Where its images start along the loop's batch axis (set when the batch is laid out).
+    first_row: int = 0
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.first_row, self.first_row + self.spec.num_images)
+
+
+def _still_running(
+    members: list[_Member],
+    should_stop: Callable[[int], bool],
+    outcomes: list[BatchOutcome | None],
+    completed_steps: int,
+) -> list[_Member]:
+    running = []
+    for member in members:
+        if should_stop(member.index):
+            outcomes[member.index] = GenerationCancelled(completed_steps)
+        else:
+            running.append(member)
+    return running
+
+
+def _filled(outcome: BatchOutcome | None) -> BatchOutcome:
+    if outcome is None:  # every path above fills every slot
+        raise RuntimeError("a batch member was left without an outcome")
+    return outcome
+
+
 class _StepTracker:
-    """The pipeline's ``callback_on_step_end``: progress, previews and cancellation per step."""
+    """The pipeline's ``callback_on_step_end``: progress, previews and cancellation per member."""
 
     def __init__(
         self,
-        spec: GenerationSpec,
-        on_event: Callable[[Event], None],
-        should_stop: Callable[[], bool],
+        members: list[_Member],
+        on_event: Callable[[int, Event], None],
+        should_stop: Callable[[int], bool],
+        outcomes: list[BatchOutcome | None],
         initial_latents: torch.Tensor,
         started: float,
     ) -> None:
-        self.spec = spec
+        self.members = members
         self.on_event = on_event
         self.should_stop = should_stop
+        self.outcomes = outcomes
         self.previous = initial_latents
         self.started = started
-        self.cancelled_after: int | None = None
 
     def on_step_end(
         self,
@@ -259,45 +488,46 @@ class _StepTracker:
         tensors: dict[str, torch.Tensor],
     ) -> dict[str, torch.Tensor]:
         step = index + 1
-        total = self.spec.steps
+        total = self.members[0].spec.steps
         elapsed = time.perf_counter() - self.started
         rate = step / elapsed if elapsed > 0 else 0.0
-        self.on_event(
-            StepProgress(
-                step=step,
-                total_steps=total,
-                elapsed_s=elapsed,
-                remaining_s=(total - step) / rate if rate > 0 else 0.0,
-                steps_per_second=rate,
-            )
+        progress = StepProgress(
+            step=step,
+            total_steps=total,
+            elapsed_s=elapsed,
+            remaining_s=(total - step) / rate if rate > 0 else 0.0,
+            steps_per_second=rate,
         )
-        every = self.spec.preview.every_n_steps
-        if every > 0:
-            latents = tensors["latents"]
-            if step % every == 0 or step == total:
-                self.on_event(StepPreview(step=step, images=self._previews(pipe, latents)))
-            # The scheduler returns a new tensor each step, so a reference is enough.
-            self.previous = latents
-        if self.should_stop():
+        latents = tensors["latents"]
+        running = [m for m in self.members if self.outcomes[m.index] is None]
+        for member in running:
+            self.on_event(member.index, progress)
+            every = member.spec.preview.every_n_steps
+            if every > 0 and (step % every == 0 or step == total):
+                images = self._previews(pipe, member, latents)
+                self.on_event(member.index, StepPreview(step=step, images=images))
+            if self.should_stop(member.index):
+                self.outcomes[member.index] = GenerationCancelled(step)
+        # The scheduler returns a new tensor each step, so a reference is enough.
+        self.previous = latents
+        if all(self.outcomes[m.index] is not None for m in self.members):
             # The pipeline skips every remaining step once this is set.
             pipe._interrupt = True
-            self.cancelled_after = step
         return {}
 
     def _previews(
-        self, pipe: StableDiffusion3Pipeline, latents: torch.Tensor
+        self, pipe: StableDiffusion3Pipeline, member: _Member, latents: torch.Tensor
     ) -> tuple[EncodedImage, ...]:
+        spec = member.spec
         scheduler = pipe.scheduler
-        estimate = latents
+        estimate = latents[member.rows]
         if isinstance(scheduler, FlowMatchEulerDiscreteScheduler) and scheduler.step_index:
             # After step i the scheduler points at sigma i+1; the step went from sigma i.
             after = float(scheduler.sigmas[scheduler.step_index])
             before = float(scheduler.sigmas[scheduler.step_index - 1])
-            estimate = flow_x0_estimate(latents, self.previous, before, after)
-        pictures = latents_to_images(
-            estimate, self.spec.preview.max_size, self.spec.width, self.spec.height
-        )
+            estimate = flow_x0_estimate(estimate, self.previous[member.rows], before, after)
+        pictures = latents_to_images(estimate, spec.preview.max_size, spec.width, spec.height)
         return tuple(
             encode_image(picture, ImageFormat.JPEG, quality=80, seed=seed)
-            for picture, seed in zip(pictures, self.spec.image_seeds(), strict=True)
+            for picture, seed in zip(pictures, spec.image_seeds(), strict=True)
         )

@@ -48,6 +48,20 @@ class GenerationSpec:
         return [(self.seed + i) % 2**64 for i in range(self.num_images)]
 
 
+def batch_key(spec: GenerationSpec) -> tuple[str, int, int, int, float | None]:
+    """Requests with equal keys can share one pipeline call (``Engine.generate_batch``).
+
+    One call runs one denoising loop: one latent size, one timestep schedule (which also
+    depends on the image size through the scheduler's shift) and one guidance formula, so
+    model, width, height, steps and guidance must match. Everything else is per member:
+    prompts, negative prompts, seeds, ``num_images``, output format and quality, previews.
+    A guidance scale of 1 or less turns classifier-free guidance off and is then never used,
+    so all such scales share one key (``None``).
+    """
+    guidance = spec.guidance_scale if spec.guidance_scale > 1.0 else None
+    return (spec.model, spec.width, spec.height, spec.steps, guidance)
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
     """A replica's device: ``kind`` is "cpu" or "cuda", ``id`` a GPU UUID or "cpu"."""
@@ -138,6 +152,9 @@ class LoadedModel:
     precision_reason: str
     device: DeviceInfo
     weights_revision: str
+    # Bytes the loaded weights really occupy (FP8 data and scales counted apart), over every
+    # component: what a replica holds before its activations; 0 when unknown.
+    weight_bytes: int = 0
 
 
 class GenerationCancelled(Exception):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from engine.config import PrecisionPolicy, demo_model_config
 from engine.demo import build_demo_pipeline
@@ -68,3 +70,18 @@ def make_spec() -> SpecFactory:
         return GenerationSpec(**values)
 
     return make
+
+
+@contextmanager
+def transformer_batches(engine: Engine) -> Iterator[list[int]]:
+    """Records the batch size of every transformer call (one per denoising step) while open."""
+    sizes: list[int] = []
+
+    def record(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        sizes.append(int(kwargs["hidden_states"].shape[0]))
+
+    handle = engine.pipe.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield sizes
+    finally:
+        handle.remove()
