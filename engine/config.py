@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from engine.job import GenerationSpec
+
 
 class PrecisionPolicy(StrEnum):
     """The precision asked for in the configuration.
@@ -61,6 +63,24 @@ class ModelConfig:
     revision: str | None = None
     limits: ModelLimits = field(default_factory=ModelLimits)
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
+    # Replicas kept warm at all times, and the most ever started (None: as many as fit).
+    min_replicas: int = 1
+    max_replicas: int | None = None
+
+    def largest_request(self, steps: int = 2) -> GenerationSpec:
+        """The biggest request the limits allow (a short one): warming up with it makes the
+        measured memory footprint cover every request the model accepts."""
+        return GenerationSpec(
+            model=self.id,
+            prompt="warm-up",
+            negative_prompt="",
+            width=self.limits.max_width,
+            height=self.limits.max_height,
+            steps=steps,
+            guidance_scale=self.defaults.guidance_scale,
+            seed=0,
+            num_images=self.limits.max_images,
+        )
 
 
 def demo_model_config(model_id: str = "demo") -> ModelConfig:

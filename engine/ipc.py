@@ -23,17 +23,28 @@ _HEADER = struct.Struct(">I")
 
 @dataclass(frozen=True)
 class LoadModel:
-    """First message: load this model, warm it up, answer WorkerReady (or WorkerFailed)."""
+    """First message: load this model, warm it up (with ``warm_up`` when given: the scheduler
+    passes the model's largest request so the measured memory covers it), answer WorkerReady
+    (or WorkerFailed)."""
 
     config: ModelConfig
+    warm_up: GenerationSpec | None = None
 
 
 @dataclass(frozen=True)
 class RunJob:
-    """Run one generation; answer StepEvents, then exactly one of JobDone/JobCancelled/JobFailed."""
+    """One member of a batch."""
 
     job_id: str
     spec: GenerationSpec
+
+
+@dataclass(frozen=True)
+class RunBatch:
+    """Run these jobs in one pipeline call (one job is a batch of one); answer StepEvents, then
+    exactly one of JobDone/JobCancelled/JobFailed per job."""
+
+    jobs: tuple[RunJob, ...]
 
 
 @dataclass(frozen=True)
@@ -100,7 +111,7 @@ class JobFailed:
     out_of_memory: bool = False
 
 
-ToWorker = LoadModel | RunJob | CancelJob | Shutdown
+ToWorker = LoadModel | RunBatch | CancelJob | Shutdown
 FromWorker = WorkerReady | WorkerFailed | StepEvent | JobDone | JobCancelled | JobFailed
 FROM_WORKER_TYPES = (WorkerReady, WorkerFailed, StepEvent, JobDone, JobCancelled, JobFailed)
 

@@ -1,8 +1,12 @@
-"""A replica's process: loads one model, then runs the jobs the scheduler sends, one at a time.
+"""A replica's process: loads one model, then runs the batches the scheduler sends, one at a time.
 
 Started by the scheduler as ``python -m engine.worker --fd N`` with one end of a socket pair as
 file descriptor N. The main thread runs the pipeline; a reader thread receives messages so that a
-cancel reaches the denoising loop while a job runs (it is checked at every step boundary).
+cancel reaches the denoising loop while a batch runs (it is checked at every step boundary).
+
+Environment: ``POINTILLIST_CPU_THREADS`` caps torch's CPU threads (a replica's share of the
+cores); ``POINTILLIST_FAULT_OOM_ABOVE_IMAGES=N`` makes every batch of more than N images raise
+the device's out-of-memory error, so fault tests can inject an OOM into a real worker.
 """
 
 from __future__ import annotations
@@ -15,16 +19,23 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from engine import ipc
-from engine.job import GenerationCancelled, GenerationSpec, StepPreview, StepProgress
+from engine.job import GenerationCancelled, GenerationOutput, StepPreview, StepProgress
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
 
 log = logging.getLogger("pointillist.worker")
+
+OOM_FAULT_ENV = "POINTILLIST_FAULT_OOM_ABOVE_IMAGES"
+CPU_THREADS_ENV = "POINTILLIST_CPU_THREADS"
 
 
 @dataclass
 class _RunningJob:
-    """What the reader thread needs to know about the job the main thread runs."""
+    """What the reader thread needs to know about a job the main thread runs."""
 
     job_id: str
     completed_steps: int = 0
@@ -33,18 +44,18 @@ class _RunningJob:
 
 
 class Worker:
-    """Receives messages on the socket and runs jobs on the main thread."""
+    """Receives messages on the socket and runs batches on the main thread."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._send_lock = threading.Lock()
-        self._jobs: queue.Queue[ipc.RunJob | None] = queue.Queue()
-        self._running: _RunningJob | None = None
+        self._batches: queue.Queue[ipc.RunBatch | None] = queue.Queue()
+        self._running: dict[str, _RunningJob] = {}
         # Jobs received but not started yet, and those among them already cancelled: a cancel can
         # overtake the start of its job, and must not be lost.
         self._pending: set[str] = set()
         self._cancelled_before_start: set[str] = set()
-        self._running_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     def send(self, message: ipc.FromWorker) -> None:
         with self._send_lock:
@@ -58,87 +69,110 @@ class Worker:
             from engine.engine import Engine
 
             engine = Engine.load(first.config)
-            engine.warm_up()
+            engine.warm_up(first.warm_up)
         except Exception as exc:  # the scheduler reports it; the worker has nothing left to do
             log.exception("loading %s failed", first.config.id)
             self.send(ipc.WorkerFailed(message=f"{type(exc).__name__}: {exc}"))
             return 1
         self.send(ipc.WorkerReady(loaded=engine.loaded, memory_bytes=_resident_bytes()))
         threading.Thread(target=self._receive_loop, name="ipc-reader", daemon=True).start()
-        while (message := self._jobs.get()) is not None:
-            self._run(engine, message.job_id, message.spec)
+        while (batch := self._batches.get()) is not None:
+            self._run(engine, batch)
         return 0
 
     def _receive_loop(self) -> None:
         while True:
             message = ipc.receive_blocking(self._sock)
             if message is None or isinstance(message, ipc.Shutdown):
-                # A closed socket means the scheduler is gone: stop the job in hand and exit.
+                # A closed socket means the scheduler is gone: stop the work in hand and exit.
                 if message is None:
-                    self._cancel_running(None)
-                self._jobs.put(None)
+                    self._cancel(None)
+                self._batches.put(None)
                 return
-            if isinstance(message, ipc.RunJob):
-                with self._running_lock:
-                    self._pending.add(message.job_id)
-                self._jobs.put(message)
+            if isinstance(message, ipc.RunBatch):
+                with self._lock:
+                    self._pending.update(job.job_id for job in message.jobs)
+                self._batches.put(message)
             elif isinstance(message, ipc.CancelJob):
-                self._cancel_running(message.job_id)
+                self._cancel(message.job_id)
 
-    def _cancel_running(self, job_id: str | None) -> None:
-        with self._running_lock:
-            running = self._running
+    def _cancel(self, job_id: str | None) -> None:
+        """Cancel one job (or, with None, everything running)."""
+        with self._lock:
             if job_id is not None and job_id in self._pending:
                 self._cancelled_before_start.add(job_id)
                 return
-            if running is None or (job_id is not None and running.job_id != job_id):
-                return  # finished already: the scheduler learns that from JobDone
-            if running.steps_at_cancel is None:
-                running.steps_at_cancel = running.completed_steps
-            running.cancel.set()
-
-    def _run(self, engine: object, job_id: str, spec: GenerationSpec) -> None:
-        from engine.engine import Engine
-
-        assert isinstance(engine, Engine)
-        running = _RunningJob(job_id)
-        with self._running_lock:
-            self._pending.discard(job_id)
-            if job_id in self._cancelled_before_start:
-                self._cancelled_before_start.discard(job_id)
-                running.steps_at_cancel = 0
+            targets = list(self._running.values()) if job_id is None else []
+            if job_id in self._running:
+                targets = [self._running[job_id]]
+            for running in targets:  # a finished job is gone: JobDone already told the scheduler
+                if running.steps_at_cancel is None:
+                    running.steps_at_cancel = running.completed_steps
                 running.cancel.set()
-            self._running = running
 
-        def on_event(event: StepProgress | StepPreview) -> None:
+    def _run(self, engine: Engine, batch: ipc.RunBatch) -> None:
+        members = [_RunningJob(job.job_id) for job in batch.jobs]
+        with self._lock:
+            for member in members:
+                self._pending.discard(member.job_id)
+                if member.job_id in self._cancelled_before_start:
+                    self._cancelled_before_start.discard(member.job_id)
+                    member.steps_at_cancel = 0
+                    member.cancel.set()
+                self._running[member.job_id] = member
+
+        def on_event(index: int, event: StepProgress | StepPreview) -> None:
+            member = members[index]
             if isinstance(event, StepProgress):
-                running.completed_steps = event.step
-            self.send(ipc.StepEvent(job_id=job_id, event=event))
+                member.completed_steps = event.step
+            self.send(ipc.StepEvent(job_id=member.job_id, event=event))
 
         try:
-            output = engine.generate(spec, on_event, running.cancel.is_set)
-            self.send(ipc.JobDone(job_id=job_id, output=output))
-        except GenerationCancelled as cancelled:
-            at_cancel = running.steps_at_cancel or 0
-            self.send(
-                ipc.JobCancelled(
-                    job_id=job_id,
-                    completed_steps=cancelled.completed_steps,
-                    steps_after_cancel=max(0, cancelled.completed_steps - at_cancel),
-                )
+            _inject_faults(batch)
+            outcomes = engine.generate_batch(
+                [job.spec for job in batch.jobs],
+                on_event,
+                lambda index: members[index].cancel.is_set(),
             )
+            for member, outcome in zip(members, outcomes, strict=True):
+                self.send(_outcome_message(member, outcome))
         except Exception as exc:
-            log.exception("job %s failed", job_id)
-            self.send(
-                ipc.JobFailed(
-                    job_id=job_id,
-                    message=f"{type(exc).__name__}: {exc}",
-                    out_of_memory=_is_out_of_memory(exc),
+            log.exception("batch %s failed", [member.job_id for member in members])
+            out_of_memory = _is_out_of_memory(exc)
+            for member in members:
+                self.send(
+                    ipc.JobFailed(
+                        job_id=member.job_id,
+                        message=f"{type(exc).__name__}: {exc}",
+                        out_of_memory=out_of_memory,
+                    )
                 )
-            )
         finally:
-            with self._running_lock:
-                self._running = None
+            with self._lock:
+                for member in members:
+                    self._running.pop(member.job_id, None)
+
+
+def _outcome_message(
+    member: _RunningJob, outcome: GenerationOutput | GenerationCancelled
+) -> ipc.FromWorker:
+    if isinstance(outcome, GenerationOutput):
+        return ipc.JobDone(job_id=member.job_id, output=outcome)
+    at_cancel = member.steps_at_cancel or 0
+    return ipc.JobCancelled(
+        job_id=member.job_id,
+        completed_steps=outcome.completed_steps,
+        steps_after_cancel=max(0, outcome.completed_steps - at_cancel),
+    )
+
+
+def _inject_faults(batch: ipc.RunBatch) -> None:
+    limit = os.environ.get(OOM_FAULT_ENV)
+    images = sum(job.spec.num_images for job in batch.jobs)
+    if limit is not None and images > int(limit):
+        import torch
+
+        raise torch.OutOfMemoryError(f"injected: {images} images > {limit} ({OOM_FAULT_ENV})")
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -162,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if threads := os.environ.get(CPU_THREADS_ENV):
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
     sock = socket.socket(fileno=args.fd)
     try:
         return Worker(sock).serve()

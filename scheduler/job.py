@@ -50,10 +50,18 @@ JobEvent = Queued | Started | StepProgress | StepPreview | GenerationOutput
 class Job:
     """One accepted generation. Events are kept so a late watcher sees the whole story."""
 
-    def __init__(self, spec: GenerationSpec, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        spec: GenerationSpec,
+        deadline: float | None = None,
+        priority: int = 0,
+        caller: str = "",
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.spec = spec
         self.deadline = deadline  # time.monotonic() value, or None
+        self.priority = priority
+        self.caller = caller
         self.submitted_at = time.monotonic()
         self.started_at: float | None = None
         self.finished_at: float | None = None

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 
 from engine import ipc
@@ -44,6 +44,7 @@ class WorkerDiedError(Exception):
 
 JobOutcome = ipc.JobDone | ipc.JobCancelled | ipc.JobFailed
 StepCallback = Callable[[StepProgress | StepPreview], Awaitable[None] | None]
+BatchStepCallback = Callable[[str, StepProgress | StepPreview], Awaitable[None] | None]
 
 
 class Replica:
@@ -68,8 +69,17 @@ class Replica:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    async def start(self, timeout_s: float) -> None:
-        """Spawn the worker, load and warm the model; raises ReplicaStartError on failure."""
+    async def start(
+        self,
+        timeout_s: float,
+        warm_up: GenerationSpec | None = None,
+        on_spawned: Callable[[int], None] | None = None,
+    ) -> None:
+        """Spawn the worker, load and warm the model; raises ReplicaStartError on failure.
+
+        ``warm_up`` is the request to warm up with (the model's largest, so the memory measured
+        afterwards covers it); ``on_spawned(pid)`` runs as soon as the process exists.
+        """
         self.state = ReplicaState.STARTING
         self.exited = asyncio.Event()
         self._inbox = asyncio.Queue()
@@ -86,10 +96,12 @@ class Replica:
             )
         finally:
             child_sock.close()
+        if on_spawned is not None:
+            on_spawned(self._process.pid)
         reader, self._writer = await asyncio.open_unix_connection(sock=parent_sock)
         self._reader_task = asyncio.create_task(self._read(reader), name=f"replica-{self.id}")
         self.state = ReplicaState.LOADING
-        await self._send(ipc.LoadModel(self.config))
+        await self._send(ipc.LoadModel(self.config, warm_up))
         try:
             first = await asyncio.wait_for(self._inbox.get(), timeout_s)
         except TimeoutError:
@@ -115,22 +127,36 @@ class Replica:
         raise ReplicaStartError(f"replica {self.id} failed to load {self.config.id}: {reason}")
 
     async def run(self, job_id: str, spec: GenerationSpec, on_step: StepCallback) -> JobOutcome:
-        """Run one job; step events go to ``on_step``. Raises WorkerDiedError if the worker dies."""
+        """Run one job; a batch of one."""
+
+        def forward(_: str, event: StepProgress | StepPreview) -> Awaitable[None] | None:
+            return on_step(event)
+
+        outcomes = await self.run_batch([(job_id, spec)], forward)
+        return outcomes[job_id]
+
+    async def run_batch(
+        self, jobs: Sequence[tuple[str, GenerationSpec]], on_step: BatchStepCallback
+    ) -> dict[str, JobOutcome]:
+        """Run jobs in one pipeline call; ``on_step(job_id, event)`` gets each job's events.
+
+        Returns each job's outcome. Raises WorkerDiedError if the worker dies meanwhile.
+        """
         self.state = ReplicaState.BUSY
+        outcomes: dict[str, JobOutcome] = {}
         try:
-            await self._send(ipc.RunJob(job_id, spec))
-            while True:
+            await self._send(ipc.RunBatch(tuple(ipc.RunJob(job_id, spec) for job_id, spec in jobs)))
+            while len(outcomes) < len(jobs):
                 message = await self._inbox.get()
                 if message is None:
-                    raise WorkerDiedError(f"replica {self.id} (pid {self.pid}) exited mid-job")
+                    raise WorkerDiedError(f"replica {self.id} (pid {self.pid}) exited mid-batch")
                 if isinstance(message, ipc.StepEvent):
-                    if message.job_id == job_id:
-                        maybe = on_step(message.event)
-                        if maybe is not None:
-                            await maybe
-                    continue
-                if isinstance(message, ipc.JobDone | ipc.JobCancelled | ipc.JobFailed):
-                    return message
+                    maybe = on_step(message.job_id, message.event)
+                    if maybe is not None:
+                        await maybe
+                elif isinstance(message, ipc.JobDone | ipc.JobCancelled | ipc.JobFailed):
+                    outcomes[message.job_id] = message
+            return outcomes
         finally:
             if self.state is ReplicaState.BUSY:
                 self.state = ReplicaState.READY

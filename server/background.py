@@ -58,8 +58,13 @@ class ServerThread:
         return self.running.scheduler
 
     def channel(self) -> grpc.Channel:
+        return self.channel_to(self.address)
+
+    @staticmethod
+    def channel_to(address: str) -> grpc.Channel:
+        """A plain channel that accepts large results (several PNGs in one message)."""
         return grpc.insecure_channel(
-            self.address, options=[("grpc.max_receive_message_length", 64 << 20)]
+            address, options=[("grpc.max_receive_message_length", 64 << 20)]
         )
 
     def wait_job_finished(self, job_id: str, timeout: float = 60.0) -> Job:

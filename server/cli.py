@@ -34,7 +34,14 @@ def register_serve(subparsers: Any) -> None:
     parser.add_argument("--model-id", help="id of the --model model (default: the folder name)")
     parser.add_argument("--precision", choices=["auto", "fp8", "bf16", "fp16", "fp32"])
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--inventory", help="devices: auto (NVML, else CPU), nvml, cpu, or a simulated TOML file"
+    )
     parser.add_argument("--queue-capacity", type=int, help="jobs waiting per model (default 32)")
+    parser.add_argument("--max-batch-size", type=int, help="requests merged per call (default 4)")
+    parser.add_argument(
+        "--reserve-gib", type=float, help="memory kept free on every device (default 1)"
+    )
     parser.add_argument(
         "--drain-grace", dest="drain_grace_s", type=float, help="seconds to finish jobs on SIGTERM"
     )
@@ -63,7 +70,10 @@ def run_serve(args: argparse.Namespace) -> int:
             "model_id",
             "precision",
             "device",
+            "inventory",
             "queue_capacity",
+            "max_batch_size",
+            "reserve_gib",
             "drain_grace_s",
         )
         if getattr(args, key) is not None

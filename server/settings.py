@@ -17,6 +17,7 @@ from engine.config import (
     PrecisionPolicy,
     demo_model_config,
 )
+from scheduler.fleet import FleetSettings
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -27,21 +28,43 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Everything ``pointillist serve`` needs."""
+    """Everything ``pointillist serve`` needs.
+
+    ``inventory`` says where devices come from: ``auto`` (NVML when a GPU answers, else the
+    CPU), ``nvml``, ``cpu``, or the path of a simulated-inventory TOML file.
+    """
 
     address: str = DEFAULT_ADDRESS
     models: tuple[ModelConfig, ...] = field(default_factory=lambda: (demo_model_config(),))
     default_model: str | None = None
-    queue_capacity: int = 32
     drain_grace_s: float = 30.0
-    startup_timeout_s: float = 600.0
-    job_retention_s: float = 600.0
     max_request_bytes: int = 1 << 20
     max_response_bytes: int = 64 << 20
+    inventory: str = "auto"
+    scheduler: FleetSettings = field(default_factory=FleetSettings)
 
 
-_SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"models"}
-_MODEL_KEYS = {"id", "source", "precision", "device", "revision", "limits", "defaults"}
+_SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"models", "scheduler"}
+# The [scheduler] table speaks GiB and milliseconds; FleetSettings holds bytes and seconds.
+_SCHEDULER_UNITS = {
+    "reserve_gib": ("reserve_bytes", 2**30),
+    "batch_window_ms": ("batch_window_s", 1e-3),
+}
+_SCHEDULER_KEYS = (
+    {f.name for f in dataclasses.fields(FleetSettings)}
+    - {"reserve_bytes", "batch_window_s", "worker_env"}
+) | set(_SCHEDULER_UNITS)
+_MODEL_KEYS = {
+    "id",
+    "source",
+    "precision",
+    "device",
+    "revision",
+    "limits",
+    "defaults",
+    "min_replicas",
+    "max_replicas",
+}
 
 
 def load_settings(
@@ -59,7 +82,7 @@ def load_settings(
         Path(environ["POINTILLIST_CONFIG"]) if environ.get("POINTILLIST_CONFIG") else None
     )
     document = _read_toml(config_path) if config_path else {}
-    unknown = set(document) - {"server", "models"}
+    unknown = set(document) - {"server", "scheduler", "models"}
     if unknown:
         raise ConfigError(f"unknown top-level keys: {', '.join(sorted(unknown))}")
     server = dict(document.get("server", {}))
@@ -75,6 +98,9 @@ def load_settings(
         models = [single]
         server["default_model"] = single.id
     server.update({key: value for key, value in overrides.items() if key in _SERVER_KEYS})
+    scheduler = dict(document.get("scheduler", {}))
+    scheduler.update({key: value for key, value in overrides.items() if key in _SCHEDULER_KEYS})
+    server["scheduler"] = scheduler_settings(scheduler)
     if not models:
         models = [demo_model_config()]
     ids = [model.id for model in models]
@@ -87,6 +113,21 @@ def load_settings(
     if settings.default_model is not None and settings.default_model not in ids:
         raise ConfigError(f"default_model {settings.default_model!r} is not one of {ids}")
     return settings
+
+
+def scheduler_settings(table: Mapping[str, Any]) -> FleetSettings:
+    """FleetSettings from a ``[scheduler]`` table (GiB and milliseconds where it says so)."""
+    _reject_unknown(table, _SCHEDULER_KEYS, "[scheduler]")
+    values = {}
+    for key, value in table.items():
+        name, scale = _SCHEDULER_UNITS.get(key, (key, 1))
+        values[name] = value * scale if scale != 1 else value
+    if "reserve_bytes" in values:
+        values["reserve_bytes"] = int(values["reserve_bytes"])
+    try:
+        return FleetSettings(**values)
+    except TypeError as exc:
+        raise ConfigError(f"[scheduler]: {exc}") from exc
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -119,8 +160,18 @@ def _model_config(entry: Mapping[str, Any], index: int) -> ModelConfig:
         precision = PrecisionPolicy(entry.get("precision", "auto"))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where} ({entry['id']}): {exc}") from exc
+    min_replicas = entry.get("min_replicas", 1)
+    max_replicas = entry.get("max_replicas")
+    if not isinstance(min_replicas, int) or min_replicas < 0:
+        raise ConfigError(f"{where}: min_replicas must be a whole number >= 0")
+    if max_replicas is not None and (not isinstance(max_replicas, int) or max_replicas < 1):
+        raise ConfigError(f"{where}: max_replicas must be a whole number >= 1")
+    if max_replicas is not None and max_replicas < min_replicas:
+        raise ConfigError(f"{where}: max_replicas is below min_replicas")
     return ModelConfig(
         id=str(entry["id"]),
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
         source=str(entry.get("source", "demo")),
         precision=precision,
         device=str(entry.get("device", "auto")),

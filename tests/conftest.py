@@ -10,16 +10,25 @@ import pytest
 
 from engine.config import demo_model_config
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
+from scheduler.fleet import FleetSettings
 from server.background import ServerThread
 from server.settings import ServerSettings
 
+SCHEDULER_FIELDS = {field.name for field in dataclasses.fields(FleetSettings)}
+
 
 def demo_settings(**overrides: object) -> ServerSettings:
-    """The demo model on the CPU (also where a GPU exists), on a free loopback port."""
+    """The demo model on the CPU (also where a GPU exists), on a free loopback port.
+
+    Overrides name ServerSettings fields or FleetSettings fields (e.g. ``job_retention_s``).
+    """
+    scheduler = {key: overrides.pop(key) for key in list(overrides) if key in SCHEDULER_FIELDS}
     values: dict[str, object] = {
         "address": "127.0.0.1:0",
         "models": (dataclasses.replace(demo_model_config(), device="cpu"),),
         "drain_grace_s": 10.0,
+        "inventory": "cpu",
+        "scheduler": FleetSettings(**scheduler),  # type: ignore[arg-type]
     }
     values.update(overrides)
     return ServerSettings(**values)  # type: ignore[arg-type]

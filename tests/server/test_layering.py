@@ -8,7 +8,7 @@ import sys
 
 def test_server_and_scheduler_import_without_torch():
     probe = (
-        "import sys, server.app, server.cli, scheduler.single_replica, pointillist.cli;"
+        "import sys, server.app, server.cli, server.plan_cli, scheduler.fleet, pointillist.cli;"
         "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules);"
         "print(','.join(heavy))"
     )

@@ -13,13 +13,21 @@ CONFIG = """
 [server]
 address = "0.0.0.0:6000"
 default_model = "medium"
+inventory = "nvml"
+
+[scheduler]
 queue_capacity = 8
+reserve_gib = 2.5
+batch_window_ms = 20
+max_batch_size = 2
 
 [[models]]
 id = "medium"
 source = "/models/sd3.5-medium"
 precision = "fp8"
 device = "cuda:1"
+min_replicas = 2
+max_replicas = 6
 limits = { max_width = 1536, max_steps = 60 }
 defaults = { steps = 28, guidance_scale = 4.0 }
 
@@ -49,8 +57,14 @@ def test_toml_lists_models_with_limits_defaults_and_server_keys(tmp_path):
 
     assert settings.address == "0.0.0.0:6000"
     assert settings.default_model == "medium"
-    assert settings.queue_capacity == 8
+    assert settings.inventory == "nvml"
+    scheduler = settings.scheduler
+    assert scheduler.queue_capacity == 8 and scheduler.max_batch_size == 2
+    assert scheduler.reserve_bytes == int(2.5 * 2**30)
+    assert scheduler.batch_window_s == 0.02
     medium, tiny = settings.models
+    assert (medium.min_replicas, medium.max_replicas) == (2, 6)
+    assert (tiny.min_replicas, tiny.max_replicas) == (1, None)
     assert medium.precision is PrecisionPolicy.FP8 and medium.device == "cuda:1"
     assert medium.limits.max_width == 1536 and medium.limits.max_height == 1024
     assert medium.limits.max_steps == 60
@@ -89,6 +103,9 @@ def test_model_flags_serve_one_model_instead_of_the_list(tmp_path):
         ("[[models]]\nid = 'a'\nlimits = { max_widht = 5 }\n", "max_widht"),
         ("[[models]]\nid = 'a'\n[[models]]\nid = 'a'\n", "unique"),
         ("[server]\ndefault_model = 'zzz'\n", "default_model 'zzz'"),
+        ("[scheduler]\nreserve_gb = 1\n", "unknown keys reserve_gb"),
+        ("[[models]]\nid = 'a'\nmin_replicas = 3\nmax_replicas = 2\n", "below min_replicas"),
+        ("[[models]]\nid = 'a'\nmin_replicas = -1\n", "min_replicas must be"),
         ("not toml [", "pointillist.toml"),
     ],
 )

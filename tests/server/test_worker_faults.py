@@ -10,7 +10,7 @@ from scheduler.job import JobState
 
 
 def test_killed_worker_job_is_retried_and_completes(stub, demo_server):
-    replica = demo_server.scheduler.replica("demo")
+    (replica,) = demo_server.scheduler.replicas("demo")
     pid_before = replica.pid
     request = pb.StreamGenerateRequest(
         parameters=pb.GenerationParameters(
