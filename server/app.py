@@ -13,14 +13,23 @@ from grpc_reflection.v1alpha import reflection
 
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
+from pointillist.v1 import jobs_pb2, jobs_pb2_grpc, status_pb2, status_pb2_grpc
+from scheduler.cpu_inventory import CpuInventory
+from scheduler.fleet import FleetScheduler
 from scheduler.interface import Scheduler
-from scheduler.single_replica import SingleReplicaScheduler
+from scheduler.inventory import DeviceInventory
+from scheduler.nvml_inventory import InventoryError, NvmlInventory
+from scheduler.simulated_inventory import load_inventory
+from server.job_servicer import JobServicer
 from server.servicer import GenerationServicer
 from server.settings import ServerSettings
+from server.status_servicer import StatusServicer
 
 log = logging.getLogger("pointillist.server")
 
 GENERATION_SERVICE = pb.DESCRIPTOR.services_by_name["GenerationService"].full_name
+JOB_SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
+STATUS_SERVICE = status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -37,7 +46,7 @@ class RunningServer:
 
     async def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
-        for service in ("", GENERATION_SERVICE):
+        for service in ("", GENERATION_SERVICE, JOB_SERVICE):
             await self.health.set(service, status)
 
     async def drain(self, grace_s: float) -> None:
@@ -52,13 +61,27 @@ class RunningServer:
 
 
 def build_scheduler(settings: ServerSettings) -> Scheduler:
-    return SingleReplicaScheduler(
+    return FleetScheduler(
         list(settings.models),
+        open_inventory(settings.inventory),
+        settings.scheduler,
         default_model=settings.default_model,
-        queue_capacity=settings.queue_capacity,
-        startup_timeout_s=settings.startup_timeout_s,
-        job_retention_s=settings.job_retention_s,
     )
+
+
+def open_inventory(spec: str) -> DeviceInventory:
+    """``auto``: the GPUs when NVML answers with at least one, else the host's CPU."""
+    if spec != "auto":
+        return load_inventory(spec)
+    try:
+        gpus = NvmlInventory()
+    except InventoryError as exc:
+        log.info("no GPU inventory (%s): serving on the CPU", exc)
+        return CpuInventory()
+    if gpus.snapshot():
+        return gpus
+    gpus.close()
+    return CpuInventory()
 
 
 async def create_server(
@@ -76,11 +99,15 @@ async def create_server(
         ]
     )
     pb_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(scheduler), server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(scheduler), server)
+    status_pb2_grpc.add_StatusServiceServicer_to_server(StatusServicer(scheduler), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
             GENERATION_SERVICE,
+            JOB_SERVICE,
+            STATUS_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),

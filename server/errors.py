@@ -31,13 +31,19 @@ ERROR_DOMAIN = "pointillist.v1"
 
 def status_for(exc: BaseException) -> grpc.Status:
     """The gRPC status (code, message, details) that reports ``exc`` to a caller."""
+    return rpc_status.to_status(rich_status(exc))
+
+
+def rich_status(exc: BaseException) -> status_pb2.Status:
+    """``exc`` as a ``google.rpc.Status``: what ``status_for`` sends, as a message (GetJob
+    reports a finished job's error with it)."""
     code, message, details = _describe(exc)
     packed = []
     for detail in details:
         holder = any_pb2.Any()
         holder.Pack(detail)
         packed.append(holder)
-    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
+    return status_pb2.Status(code=code, message=message, details=packed)
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:

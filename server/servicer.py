@@ -26,14 +26,14 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
     async def StreamGenerate(
         self, request: pb.StreamGenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamGenerateResponse]:
-        async with self._job(request.parameters, context) as job:
+        async with self._job(request.parameters, request.priority, context) as job:
             async for event in job.events():
                 yield conversion.stream_response(job, event)
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
-        async with self._job(request.parameters, context) as job:
+        async with self._job(request.parameters, request.priority, context) as job:
             async for event in job.events():
                 if isinstance(event, GenerationOutput):
                     result = conversion.result(event, job.spec)
@@ -51,14 +51,17 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
 
     @contextlib.asynccontextmanager
     async def _job(
-        self, params: pb.GenerationParameters, context: grpc.aio.ServicerContext
+        self,
+        params: pb.GenerationParameters,
+        priority: pb.Priority,
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[Job]:
         """Submit a job for the RPC's lifetime: errors end the RPC with their status, and a
         job still unfinished when the RPC ends (cancelled, deadline, caller gone) is cancelled
         so its replica is free again."""
         job: Job | None = None
         try:
-            job = self._submit(params, context)
+            job = self._submit(params, priority, context)
             yield job
         except Exception as exc:
             await errors.abort(context, exc)
@@ -66,11 +69,22 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
             if job is not None and not job.state.finished:
                 await self._scheduler.cancel(job.id)
 
-    def _submit(self, params: pb.GenerationParameters, context: grpc.aio.ServicerContext) -> Job:
+    def _submit(
+        self,
+        params: pb.GenerationParameters,
+        priority: pb.Priority,
+        context: grpc.aio.ServicerContext,
+    ) -> Job:
+        scheduling_priority = conversion.scheduling_priority(priority)
         spec = self._resolve(params)
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
-        return self._scheduler.submit(spec, deadline=deadline)
+        return self._scheduler.submit(
+            spec,
+            deadline=deadline,
+            priority=scheduling_priority,
+            caller=conversion.caller(context),
+        )
 
     def _resolve(self, params: pb.GenerationParameters) -> GenerationSpec:
         models = {status.config.id: status.config for status in self._scheduler.models()}

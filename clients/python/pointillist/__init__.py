@@ -5,10 +5,13 @@ from pointillist import Client
 with Client("127.0.0.1:50051") as client:
     result = client.generate("a lighthouse at dusk", seed=7)
     result.images[0].save("lighthouse.png")
+
+    job_id = client.submit("a harbour at night", priority="low")
+    print(client.get_job(job_id).state)
 """
 
-from pointillist.async_client import AsyncClient, AsyncGenerationStream
-from pointillist.client import Client, GenerationStream
+from pointillist.async_client import AsyncClient, AsyncGenerationStream, AsyncJobWatch
+from pointillist.client import Client, GenerationStream, JobWatch
 from pointillist.errors import (
     CancelledError,
     DeadlineExceededError,
@@ -22,6 +25,7 @@ from pointillist.errors import (
     UnauthenticatedError,
     UnavailableError,
     error_from_rpc,
+    error_from_status,
 )
 from pointillist.events import (
     ComponentPrecision,
@@ -42,39 +46,61 @@ from pointillist.events import (
     Started,
     Timings,
 )
+from pointillist.jobs import GenerationParameters, JobInfo, JobState, Priority
+from pointillist.server_status import (
+    DeviceProcess,
+    DeviceStatus,
+    ModelQueueStatus,
+    ReplicaState,
+    ReplicaStatus,
+    ServerStatus,
+)
 
 __all__ = [
     "AsyncClient",
     "AsyncGenerationStream",
+    "AsyncJobWatch",
     "CancelledError",
     "Client",
     "ComponentPrecision",
     "DeadlineExceededError",
     "Device",
     "DeviceKind",
+    "DeviceProcess",
+    "DeviceStatus",
     "Event",
     "FieldViolation",
+    "GenerationParameters",
     "GenerationStream",
     "Image",
     "InternalError",
     "InvalidArgumentError",
+    "JobInfo",
+    "JobState",
+    "JobWatch",
     "ModelDefaults",
     "ModelInfo",
     "ModelLimits",
     "ModelList",
+    "ModelQueueStatus",
     "NotFoundError",
     "PermissionDeniedError",
     "PointillistError",
     "Precision",
     "Preview",
+    "Priority",
     "Progress",
     "Queued",
+    "ReplicaState",
+    "ReplicaStatus",
     "Reproducibility",
     "ResourceExhaustedError",
     "Result",
+    "ServerStatus",
     "Started",
     "Timings",
     "UnauthenticatedError",
     "UnavailableError",
     "error_from_rpc",
+    "error_from_status",
 ]

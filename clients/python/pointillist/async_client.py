@@ -8,6 +8,10 @@ async with AsyncClient("127.0.0.1:50051") as client:
     async with client.stream("a fox in the snow", steps=28) as stream:
         async for event in stream:
             print(event)
+
+    job_id = await client.submit("a harbour at night", priority="low")
+    async with client.watch(job_id) as watch:
+        result = await watch.result()
 """
 
 from __future__ import annotations
@@ -24,16 +28,28 @@ from pointillist.client import CHANNEL_OPTIONS, DEFAULT_TARGET, CallSettings, St
 from pointillist.conversion import (
     build_parameters,
     generate_request,
+    job_from_proto,
     model_list_from_proto,
+    priority_to_proto,
     result_from_proto,
+    server_status_from_proto,
     stream_request,
+    submit_request,
 )
 from pointillist.errors import error_from_rpc
 from pointillist.events import Event, ModelList, Result
+from pointillist.jobs import JobInfo, Priority
+from pointillist.server_status import ServerStatus
 from pointillist.v1 import generation_pb2 as pb
-from pointillist.v1 import generation_pb2_grpc
+from pointillist.v1 import (
+    generation_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
+)
 
-__all__ = ["AsyncClient", "AsyncGenerationStream"]
+__all__ = ["AsyncClient", "AsyncGenerationStream", "AsyncJobWatch"]
 
 
 class AsyncGenerationStream:
@@ -44,9 +60,9 @@ class AsyncGenerationStream:
     which iteration stops quietly. The ``timeout`` of the call bounds the whole stream.
     """
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, job_id: str | None = None) -> None:
         self._call = call
-        self._state = StreamState()
+        self._state = StreamState(job_id)
 
     @property
     def job_id(self) -> str | None:
@@ -109,6 +125,21 @@ class AsyncGenerationStream:
             self.cancel()
 
 
+class AsyncJobWatch(AsyncGenerationStream):
+    """The events of one WatchJob call; see :class:`pointillist.JobWatch`.
+
+    Leaving the ``async with`` block early or :meth:`cancel` ends only the watch: the job runs
+    on (``AsyncClient.cancel_job`` cancels it).
+    """
+
+    def __init__(self, call: Any, job_id: str) -> None:
+        super().__init__(call, job_id)
+
+    def cancel(self) -> None:
+        """Stop watching; the job itself runs on."""
+        super().cancel()
+
+
 class AsyncClient:
     """asyncio client of a pointillist server; the arguments are those of :class:`Client`.
 
@@ -133,6 +164,8 @@ class AsyncClient:
                 channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
         self._channel = channel
         self._stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(channel)
+        self._status = status_pb2_grpc.StatusServiceStub(channel)
         self._settings = CallSettings(timeout, metadata)
 
     async def generate(
@@ -149,6 +182,7 @@ class AsyncClient:
         num_images: int = 1,
         output_format: str = "png",
         quality: int = 0,
+        priority: Priority | str | None = None,
         timeout: float | None = None,
     ) -> Result:
         """Generate images and return the result; see :meth:`pointillist.Client.generate`."""
@@ -167,7 +201,8 @@ class AsyncClient:
         )
         try:
             response = await self._stub.Generate(
-                generate_request(parameters), **self._settings.call_kwargs(timeout)
+                generate_request(parameters, priority_to_proto(priority)),
+                **self._settings.call_kwargs(timeout),
             )
         except grpc.RpcError as err:
             raise error_from_rpc(err) from err
@@ -189,6 +224,7 @@ class AsyncClient:
         quality: int = 0,
         preview_every: int = 0,
         preview_size: int = 0,
+        priority: Priority | str | None = None,
         timeout: float | None = None,
     ) -> AsyncGenerationStream:
         """Start a generation and return its async stream; see :meth:`pointillist.Client.stream`.
@@ -212,9 +248,93 @@ class AsyncClient:
             preview_size=preview_size,
         )
         call = self._stub.StreamGenerate(
-            stream_request(parameters), **self._settings.call_kwargs(timeout)
+            stream_request(parameters, priority_to_proto(priority)),
+            **self._settings.call_kwargs(timeout),
         )
         return AsyncGenerationStream(call)
+
+    async def submit(
+        self,
+        prompt: str,
+        *,
+        model: str = "",
+        negative_prompt: str = "",
+        width: int = 0,
+        height: int = 0,
+        steps: int = 0,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        num_images: int = 1,
+        output_format: str = "png",
+        quality: int = 0,
+        preview_every: int = 0,
+        preview_size: int = 0,
+        priority: Priority | str | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Queue a job and return its id at once; see :meth:`pointillist.Client.submit`."""
+        parameters = build_parameters(
+            prompt,
+            model=model,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            num_images=num_images,
+            output_format=output_format,
+            quality=quality,
+            preview_every=preview_every,
+            preview_size=preview_size,
+        )
+        request = submit_request(parameters, priority_to_proto(priority))
+        try:
+            response = await self._jobs.SubmitJob(request, **self._settings.call_kwargs(timeout))
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        job_id: str = response.job_id
+        return job_id
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> AsyncJobWatch:
+        """Watch a job's events from its first; see :meth:`pointillist.Client.watch`.
+
+        Not a coroutine, like :meth:`stream`.
+        """
+        call = self._jobs.WatchJob(
+            jobs_pb2.WatchJobRequest(job_id=job_id), **self._settings.call_kwargs(timeout)
+        )
+        return AsyncJobWatch(call, job_id)
+
+    async def get_job(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
+        """A job's record; see :meth:`pointillist.Client.get_job`."""
+        try:
+            response = await self._jobs.GetJob(
+                jobs_pb2.GetJobRequest(job_id=job_id), **self._settings.call_kwargs(timeout)
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return job_from_proto(response.job)
+
+    async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
+        """Cancel a job; see :meth:`pointillist.Client.cancel_job`."""
+        try:
+            response = await self._jobs.CancelJob(
+                jobs_pb2.CancelJobRequest(job_id=job_id), **self._settings.call_kwargs(timeout)
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return job_from_proto(response.job)
+
+    async def server_status(self, *, timeout: float | None = None) -> ServerStatus:
+        """Devices, replicas and queues; see :meth:`pointillist.Client.server_status`."""
+        try:
+            response = await self._status.GetServerStatus(
+                status_pb2.GetServerStatusRequest(), **self._settings.call_kwargs(timeout)
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return server_status_from_proto(response)
 
     async def models(self, *, timeout: float | None = None) -> ModelList:
         """The models the server serves; see :meth:`pointillist.Client.models`."""

@@ -1,11 +1,13 @@
 """The ``pointillist`` command line.
 
-Built-in commands: ``generate`` (stream a generation with a live progress bar, write the images)
-and ``models`` (list the served models). Other distributions add commands through the entry-point
-group ``pointillist.commands``: each entry point is a callable ``register(subparsers) -> None``
-that adds its subparser to the ``argparse`` sub-parsers and sets ``func`` with ``set_defaults``;
-``func(args: argparse.Namespace)`` returns the exit code (None means 0). The server distribution
-registers ``serve`` and ``quantize`` this way.
+Built-in commands: ``generate`` (stream a generation with a live progress bar, write the images),
+``models`` (list the served models), ``status`` (devices, replicas, queues), and the job commands
+``submit`` (queue a job, print its id), ``watch`` (follow a job like ``generate``, write its
+images), ``job`` (show a job) and ``cancel`` (cancel a job). Other distributions add commands
+through the entry-point group ``pointillist.commands``: each entry point is a callable
+``register(subparsers) -> None`` that adds its subparser to the ``argparse`` sub-parsers and sets
+``func`` with ``set_defaults``; ``func(args: argparse.Namespace)`` returns the exit code (None
+means 0). The server distribution registers ``serve`` and ``quantize`` this way.
 
 Exit codes: 0 success, 1 failure, 2 invalid argument or usage, 130 interrupted (Ctrl-C).
 """
@@ -17,11 +19,12 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pointillist.client import DEFAULT_TARGET, Client
+from pointillist.client import DEFAULT_TARGET, Client, GenerationStream
 from pointillist.errors import (
     CancelledError,
     DeadlineExceededError,
@@ -34,7 +37,9 @@ from pointillist.errors import (
     UnavailableError,
 )
 from pointillist.events import ComponentPrecision, ModelInfo, ModelList, Result
+from pointillist.jobs import GenerationParameters, JobInfo, JobState, Priority
 from pointillist.progress_bar import ProgressBar
+from pointillist.server_status import ServerStatus
 
 __all__ = [
     "BUILTIN_COMMANDS",
@@ -44,16 +49,20 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "build_parser",
+    "format_bytes",
     "format_error",
     "load_plugins",
     "main",
     "output_paths",
+    "render_cancel",
+    "render_job",
     "render_models",
+    "render_status",
     "resolve_output",
 ]
 
 ENTRY_POINT_GROUP = "pointillist.commands"
-BUILTIN_COMMANDS = ("generate", "models")
+BUILTIN_COMMANDS = ("generate", "models", "status", "submit", "watch", "job", "cancel")
 SERVER_ENV = "POINTILLIST_SERVER"
 
 EXIT_OK = 0
@@ -117,6 +126,9 @@ def build_parser(*, plugins: bool = True) -> tuple[argparse.ArgumentParser, list
 
     _add_generate(subparsers, connection)
     _add_models(subparsers, connection)
+    _add_status(subparsers, connection)
+    _add_submit(subparsers, connection)
+    _add_job_commands(subparsers, connection)
     failures = load_plugins(subparsers) if plugins else []
     return parser, failures
 
@@ -132,35 +144,9 @@ def _add_generate(
         description="Generate images, showing progress on stderr; prints each path and seed.",
     )
     generate.add_argument("prompt", help="what to draw")
-    generate.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="where to write the image (default: image.<format>); several images are written "
-        "as NAME-0.EXT, NAME-1.EXT, ...",
-    )
-    generate.add_argument("--model", default="", help="model id (default: the server's)")
-    generate.add_argument("--negative", default="", metavar="PROMPT", help="negative prompt")
-    generate.add_argument("--width", type=_count, default=0, help="pixels, a multiple of 16")
-    generate.add_argument("--height", type=_count, default=0, help="pixels, a multiple of 16")
-    generate.add_argument("--steps", type=_count, default=0, help="denoising steps")
-    generate.add_argument(
-        "--guidance", type=float, default=None, metavar="SCALE", help="guidance scale"
-    )
-    generate.add_argument("--seed", type=_seed, default=None, help="seed of the first image")
-    generate.add_argument(
-        "--num-images", type=_positive_int, default=1, metavar="N", help="images to generate"
-    )
-    generate.add_argument(
-        "--format",
-        choices=sorted(FORMAT_EXTENSIONS),
-        default=None,
-        help="image format (default: from the --output extension, else png)",
-    )
-    generate.add_argument(
-        "--quality", type=_quality, default=0, help="JPEG/WebP quality 1-100 (default 90)"
+    _add_output(generate, "where to write the image (default: image.<format>)")
+    _add_generation_arguments(
+        generate, format_help="image format (default: from the --output extension, else png)"
     )
     generate.add_argument(
         "--wait-ready",
@@ -169,10 +155,119 @@ def _add_generate(
         metavar="SECONDS",
         help="first wait up to SECONDS for the server to come up and report SERVING",
     )
-    generate.add_argument(
+    _add_quiet(generate)
+    generate.set_defaults(func=run_generate)
+
+
+def _add_output(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"{what}; several images are written as NAME-0.EXT, NAME-1.EXT, ...",
+    )
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress display, only the paths"
     )
-    generate.set_defaults(func=run_generate)
+
+
+def _add_generation_arguments(parser: argparse.ArgumentParser, format_help: str) -> None:
+    """The parameters of a generation, shared by ``generate`` and ``submit``."""
+    parser.add_argument("--model", default="", help="model id (default: the server's)")
+    parser.add_argument("--negative", default="", metavar="PROMPT", help="negative prompt")
+    parser.add_argument("--width", type=_count, default=0, help="pixels, a multiple of 16")
+    parser.add_argument("--height", type=_count, default=0, help="pixels, a multiple of 16")
+    parser.add_argument("--steps", type=_count, default=0, help="denoising steps")
+    parser.add_argument(
+        "--guidance", type=float, default=None, metavar="SCALE", help="guidance scale"
+    )
+    parser.add_argument("--seed", type=_seed, default=None, help="seed of the first image")
+    parser.add_argument(
+        "--num-images", type=_positive_int, default=1, metavar="N", help="images to generate"
+    )
+    parser.add_argument(
+        "--format", choices=sorted(FORMAT_EXTENSIONS), default=None, help=format_help
+    )
+    parser.add_argument(
+        "--quality", type=_quality, default=0, help="JPEG/WebP quality 1-100 (default 90)"
+    )
+    parser.add_argument(
+        "--priority",
+        choices=[str(priority) for priority in Priority],
+        default=None,
+        help="order among the jobs waiting for the model (default: normal)",
+    )
+
+
+def _add_status(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    connection: argparse.ArgumentParser,
+) -> None:
+    status = subparsers.add_parser(
+        "status",
+        parents=[connection],
+        help="show devices, replicas and queues",
+        description="Show the server's devices and their memory, its replicas, and each "
+        "model's queue and footprint.",
+    )
+    status.set_defaults(func=run_status)
+
+
+def _add_submit(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    connection: argparse.ArgumentParser,
+) -> None:
+    submit = subparsers.add_parser(
+        "submit",
+        parents=[connection],
+        help="queue a generation as a job and print its id",
+        description="Queue a generation and print its job id at once; follow it with "
+        "'pointillist watch JOB_ID'.",
+    )
+    submit.add_argument("prompt", help="what to draw")
+    _add_generation_arguments(submit, format_help="image format (default: png)")
+    submit.set_defaults(func=run_submit)
+
+
+def _add_job_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    connection: argparse.ArgumentParser,
+) -> None:
+    watch = subparsers.add_parser(
+        "watch",
+        parents=[connection],
+        help="follow a job and write its images",
+        description="Follow a job from its first event, showing progress on stderr, then write "
+        "its images; prints each path and seed. Ctrl-C stops watching, not the job.",
+    )
+    watch.add_argument("job_id", metavar="JOB_ID", help="the id 'pointillist submit' printed")
+    _add_output(watch, "where to write the image (default: image.<the job's format>)")
+    _add_quiet(watch)
+    watch.set_defaults(func=run_watch)
+
+    job = subparsers.add_parser(
+        "job",
+        parents=[connection],
+        help="show a job's state",
+        description="Show a job: state, parameters, times, progress, and result or error.",
+    )
+    job.add_argument("job_id", metavar="JOB_ID")
+    job.set_defaults(func=run_job)
+
+    cancel = subparsers.add_parser(
+        "cancel",
+        parents=[connection],
+        help="cancel a job",
+        description="Cancel a job: a queued one never runs, a running one stops at its next "
+        "step. A job that already ended is left as it is.",
+    )
+    cancel.add_argument("job_id", metavar="JOB_ID")
+    cancel.set_defaults(func=run_cancel)
 
 
 def _add_models(
@@ -301,7 +396,46 @@ def run_generate(args: argparse.Namespace) -> int:
     with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
         if args.wait_ready is not None:
             client.wait_until_serving(args.wait_ready)
-        result = _stream_with_progress(client, args, output_format, bar)
+        with client.stream(
+            args.prompt, output_format=output_format, **_generation_kwargs(args)
+        ) as stream:
+            result = _follow(stream, bar)
+    _write_images(result, output, bar)
+    return EXIT_OK
+
+
+def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of a generation from ``_add_generation_arguments``' options, but
+    the prompt and the output format."""
+    return {
+        "model": args.model,
+        "negative_prompt": args.negative,
+        "width": args.width,
+        "height": args.height,
+        "steps": args.steps,
+        "guidance_scale": args.guidance,
+        "seed": args.seed,
+        "num_images": args.num_images,
+        "quality": args.quality,
+        "priority": args.priority,
+    }
+
+
+def _follow(stream: GenerationStream, bar: ProgressBar | None) -> Result:
+    """Show a stream's (or watch's) events on the progress bar and return its result."""
+    try:
+        for event in stream:
+            if bar is not None:
+                bar.update(event)
+    finally:
+        if bar is not None:
+            bar.close()
+    return stream.result()
+
+
+def _write_images(result: Result, output: Path, bar: ProgressBar | None) -> None:
+    """Write the result's images (``output_paths``), print each path and seed, then a summary
+    on stderr unless quiet."""
     paths = output_paths(output, len(result.images))
     for image, path in zip(result.images, paths, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,33 +443,6 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"{path}  seed={image.seed}")
     if bar is not None:
         _warn(_summary(result))
-    return EXIT_OK
-
-
-def _stream_with_progress(
-    client: Client, args: argparse.Namespace, output_format: str, bar: ProgressBar | None
-) -> Result:
-    with client.stream(
-        args.prompt,
-        model=args.model,
-        negative_prompt=args.negative,
-        width=args.width,
-        height=args.height,
-        steps=args.steps,
-        guidance_scale=args.guidance,
-        seed=args.seed,
-        num_images=args.num_images,
-        output_format=output_format,
-        quality=args.quality,
-    ) as stream:
-        try:
-            for event in stream:
-                if bar is not None:
-                    bar.update(event)
-        finally:
-            if bar is not None:
-                bar.close()
-        return stream.result()
 
 
 def resolve_output(output: Path | None, output_format: str | None) -> tuple[str, Path]:
@@ -425,6 +532,215 @@ def _precisions(precisions: list[ComponentPrecision]) -> str:
         value = str(p.weights) if p.weights == p.compute else f"{p.weights} (compute {p.compute})"
         parts.append(f"{p.component} {value}")
     return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# status
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print the server's devices, replicas and model queues as tables."""
+    with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
+        status = client.server_status()
+    print(render_status(status))
+    return EXIT_OK
+
+
+def render_status(status: ServerStatus) -> str:
+    """Three tables (devices, replicas, models), each with a blank line before the next."""
+    sections: list[list[str]] = []
+    if status.devices:
+        sections.append(
+            _table(
+                ("DEVICE", "KIND", "NAME", "USED / TOTAL", "FREE", "CC", "UTIL"),
+                [
+                    (
+                        device.id,
+                        str(device.kind),
+                        device.name or "-",
+                        f"{format_bytes(device.used_bytes)} / {format_bytes(device.total_bytes)}",
+                        format_bytes(device.free_bytes),
+                        ".".join(map(str, device.compute_capability))
+                        if device.compute_capability
+                        else "-",
+                        f"{device.utilization_percent:.0f}%"
+                        if device.utilization_percent is not None
+                        else "-",
+                    )
+                    for device in status.devices
+                ],
+            )
+        )
+    else:
+        sections.append(["no devices reported"])
+    if status.replicas:
+        sections.append(
+            _table(
+                ("REPLICA", "MODEL", "DEVICE", "STATE", "PID", "MEMORY", "JOBS"),
+                [
+                    (
+                        replica.id,
+                        replica.model,
+                        replica.device_id or "-",
+                        str(replica.state),
+                        str(replica.pid) if replica.pid is not None else "-",
+                        format_bytes(replica.memory_bytes) if replica.memory_bytes else "-",
+                        str(replica.running_jobs),
+                    )
+                    for replica in status.replicas
+                ],
+            )
+        )
+    else:
+        sections.append(["no replicas"])
+    sections.append(
+        _table(
+            ("MODEL", "QUEUED", "RUNNING", "REPLICAS", "FOOTPRINT"),
+            [
+                (
+                    model.model,
+                    str(model.queued_jobs),
+                    str(model.running_jobs),
+                    str(model.replicas),
+                    _footprint(model.footprint_bytes, model.footprint_measured),
+                )
+                for model in status.models
+            ],
+        )
+        if status.models
+        else ["no models"]
+    )
+    if status.draining:
+        sections.append(["draining: finishing accepted jobs, accepting no new ones"])
+    return "\n\n".join("\n".join(section) for section in sections)
+
+
+def _footprint(footprint_bytes: int | None, measured: bool) -> str:
+    if footprint_bytes is None:
+        return "not known yet"
+    return f"{format_bytes(footprint_bytes)} ({'measured' if measured else 'estimated'})"
+
+
+def format_bytes(count: int) -> str:
+    """``79.6 GiB``, ``434 MiB``, ``12 KiB``, ``512 B``."""
+    if count >= 2**30:
+        return f"{count / 2**30:.1f} GiB"
+    for unit, size in (("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.0f} {unit}"
+    return f"{count} B"
+
+
+# ---------------------------------------------------------------------------------------------
+# jobs
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    """Queue a job and print its id (alone on stdout, for scripts)."""
+    output_format = args.format or "png"
+    with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
+        job_id = client.submit(args.prompt, output_format=output_format, **_generation_kwargs(args))
+    print(job_id)
+    return EXIT_OK
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    """Follow a job with a progress display, then write and list its images."""
+    bar = None if args.quiet else ProgressBar(sys.stderr)
+    try:
+        with (
+            Client(args.server, timeout=args.timeout, metadata=args.header) as client,
+            client.watch(args.job_id) as watch,
+        ):
+            result = _follow(watch, bar)
+    except KeyboardInterrupt:
+        _warn(f"stopped watching; the job runs on ('pointillist cancel {args.job_id}' stops it)")
+        return EXIT_INTERRUPTED
+    extension = result.images[0].extension if result.images else ".png"
+    output = args.output or Path("image" + extension)
+    if not output.suffix:
+        output = output.with_name(output.name + extension)
+    _write_images(result, output, bar)
+    return EXIT_OK
+
+
+def run_job(args: argparse.Namespace) -> int:
+    """Print a job's state and details."""
+    with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
+        job = client.get_job(args.job_id)
+    print(render_job(job))
+    return EXIT_OK
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    """Cancel a job and say what became of it."""
+    with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
+        job = client.cancel_job(args.job_id)
+    print(render_cancel(job))
+    return EXIT_OK
+
+
+def render_job(job: JobInfo) -> str:
+    """``job ID: state`` and one indented line per known detail."""
+    parameters = job.parameters
+    rows = [("prompt", _one_line(parameters.prompt))]
+    if parameters.negative_prompt:
+        rows.append(("negative", _one_line(parameters.negative_prompt)))
+    rows.append(("parameters", _describe_parameters(parameters)))
+    rows.append(("priority", str(job.priority)))
+    rows.append(("submitted", _timestamp(job.created_at)))
+    for label, moment in (("started", job.started_at), ("finished", job.finished_at)):
+        if moment is not None:
+            after = (moment - job.created_at).total_seconds()
+            rows.append((label, f"{_timestamp(moment)} (+{after:.1f}s)"))
+    if job.progress is not None:
+        rows.append(("progress", f"step {job.progress.step}/{job.progress.total_steps}"))
+    if job.result is not None:
+        seeds = ", ".join(str(seed) for seed in job.result.seeds)
+        count = len(job.result.images)
+        rows.append(("result", f"{count} image{'s' if count != 1 else ''}, seeds {seeds}"))
+    if job.error is not None:
+        rows.append(("error", f"{job.error.code.name}: {_one_line(job.error.message)}"))
+    state = str(job.state)
+    if job.cancel_requested and not job.finished:
+        state += " (cancel requested)"
+    width = max(len(label) for label, _ in rows) + 1
+    return "\n".join(
+        [f"job {job.id}: {state}"] + [f"  {label + ':':<{width}} {value}" for label, value in rows]
+    )
+
+
+def render_cancel(job: JobInfo) -> str:
+    """What a cancel did: cancelled, stopping at the next step, or nothing (already ended)."""
+    if job.state is JobState.CANCELLED:
+        return f"job {job.id}: cancelled"
+    if not job.finished:
+        return f"job {job.id}: cancel requested; it stops at its next step"
+    return f"job {job.id}: already {job.state}, nothing to cancel"
+
+
+def _describe_parameters(parameters: GenerationParameters) -> str:
+    count = parameters.num_images
+    parts = [
+        parameters.model,
+        f"{parameters.width}x{parameters.height}",
+        f"{parameters.steps} steps",
+    ]
+    if parameters.guidance_scale is not None:
+        parts.append(f"guidance {parameters.guidance_scale:g}")
+    if parameters.seed is not None:
+        parts.append(f"seed {parameters.seed}")
+    parts.append(f"{count} {parameters.output_format} image{'s' if count != 1 else ''}")
+    return ", ".join(parts)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [_table_line(row, widths) for row in [header, *rows]]
 
 
 def _table_line(cells: Sequence[str], widths: Sequence[int]) -> str:

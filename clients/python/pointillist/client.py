@@ -9,6 +9,10 @@ with Client("127.0.0.1:50051") as client:
     with client.stream("a fox in the snow", steps=28) as stream:
         for event in stream:
             print(event)
+
+    job_id = client.submit("a harbour at night", priority="low")  # returns at once
+    with client.watch(job_id) as watch:  # from any process, as often as wanted
+        result = watch.result()
 """
 
 from __future__ import annotations
@@ -21,19 +25,32 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pointillist.conversion import (
+    EventEnvelope,
     build_parameters,
     event_from_proto,
     generate_request,
+    job_from_proto,
     model_list_from_proto,
+    priority_to_proto,
     result_from_proto,
+    server_status_from_proto,
     stream_request,
+    submit_request,
 )
 from pointillist.errors import CancelledError, InternalError, UnavailableError, error_from_rpc
 from pointillist.events import Event, ModelList, Result
+from pointillist.jobs import JobInfo, Priority
+from pointillist.server_status import ServerStatus
 from pointillist.v1 import generation_pb2 as pb
-from pointillist.v1 import generation_pb2_grpc
+from pointillist.v1 import (
+    generation_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
+)
 
-__all__ = ["DEFAULT_TARGET", "Client", "GenerationStream"]
+__all__ = ["DEFAULT_TARGET", "Client", "GenerationStream", "JobWatch"]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -63,12 +80,12 @@ class CallSettings:
 class StreamState:
     """What a stream has seen so far: its job id and its result (shared by sync and async)."""
 
-    def __init__(self) -> None:
-        self.job_id: str | None = None
+    def __init__(self, job_id: str | None = None) -> None:
+        self.job_id = job_id
         self.result: Result | None = None
         self.cancelled = False
 
-    def accept(self, response: pb.StreamGenerateResponse) -> Event | None:
+    def accept(self, response: EventEnvelope) -> Event | None:
         """The typed event of a response (None to skip it), remembering the job id and result."""
         if response.job_id:
             self.job_id = response.job_id
@@ -101,9 +118,9 @@ class GenerationStream:
     iteration stops quietly. The ``timeout`` of the call bounds the whole stream.
     """
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, job_id: str | None = None) -> None:
         self._call = call
-        self._state = StreamState()
+        self._state = StreamState(job_id)
 
     @property
     def job_id(self) -> str | None:
@@ -159,6 +176,23 @@ class GenerationStream:
             self.cancel()
 
 
+class JobWatch(GenerationStream):
+    """The events of one WatchJob call: the same typed events as :class:`GenerationStream`, from
+    the job's first event on, whenever the watch starts.
+
+    Iteration ends after the result; a failed or cancelled job raises its PointillistError.
+    Unlike a generation stream, leaving the ``with`` block early or :meth:`cancel` ends only the
+    watch: the job runs on (``Client.cancel_job`` cancels it).
+    """
+
+    def __init__(self, call: Any, job_id: str) -> None:
+        super().__init__(call, job_id)
+
+    def cancel(self) -> None:
+        """Stop watching; the job itself runs on."""
+        super().cancel()
+
+
 class Client:
     """Blocking client of a pointillist server.
 
@@ -190,6 +224,8 @@ class Client:
                 channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
         self._channel = channel
         self._stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(channel)
+        self._status = status_pb2_grpc.StatusServiceStub(channel)
         self._settings = CallSettings(timeout, metadata)
 
     def generate(
@@ -206,12 +242,15 @@ class Client:
         num_images: int = 1,
         output_format: str = "png",
         quality: int = 0,
+        priority: Priority | str | None = None,
         timeout: float | None = None,
     ) -> Result:
         """Generate images and return the result. Zero / None values mean the model default.
 
-        Raises a PointillistError subclass when the server refuses or fails the request, and
-        ValueError for values that cannot be sent (negative sizes, unknown format).
+        ``priority`` (``"low"``, ``"normal"``, ``"high"``; None: the server default, normal)
+        orders the job among those waiting for the same model. Raises a PointillistError
+        subclass when the server refuses or fails the request, and ValueError for values that
+        cannot be sent (negative sizes, unknown format or priority).
         """
         parameters = build_parameters(
             prompt,
@@ -228,7 +267,8 @@ class Client:
         )
         try:
             response = self._stub.Generate(
-                generate_request(parameters), **self._settings.call_kwargs(timeout)
+                generate_request(parameters, priority_to_proto(priority)),
+                **self._settings.call_kwargs(timeout),
             )
         except grpc.RpcError as err:
             raise error_from_rpc(err) from err
@@ -250,12 +290,14 @@ class Client:
         quality: int = 0,
         preview_every: int = 0,
         preview_size: int = 0,
+        priority: Priority | str | None = None,
         timeout: float | None = None,
     ) -> GenerationStream:
         """Start a generation and return its stream of typed events.
 
         ``preview_every`` > 0 asks for a preview every that many steps, ``preview_size`` is its
-        longest side (0: server default). Errors surface while iterating.
+        longest side (0: server default); ``priority`` is that of :meth:`generate`. Errors
+        surface while iterating.
         """
         parameters = build_parameters(
             prompt,
@@ -273,9 +315,105 @@ class Client:
             preview_size=preview_size,
         )
         call = self._stub.StreamGenerate(
-            stream_request(parameters), **self._settings.call_kwargs(timeout)
+            stream_request(parameters, priority_to_proto(priority)),
+            **self._settings.call_kwargs(timeout),
         )
         return GenerationStream(call)
+
+    def submit(
+        self,
+        prompt: str,
+        *,
+        model: str = "",
+        negative_prompt: str = "",
+        width: int = 0,
+        height: int = 0,
+        steps: int = 0,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        num_images: int = 1,
+        output_format: str = "png",
+        quality: int = 0,
+        preview_every: int = 0,
+        preview_size: int = 0,
+        priority: Priority | str | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Queue a generation as a job and return its id at once, without waiting for it.
+
+        The parameters are those of :meth:`stream`; bad ones raise InvalidArgumentError here,
+        as for :meth:`generate`. The job runs whether or not anyone watches it: follow it with
+        :meth:`watch`, look it up with :meth:`get_job`, stop it with :meth:`cancel_job`. The
+        server keeps a finished job for its retention time (10 minutes by default).
+        """
+        parameters = build_parameters(
+            prompt,
+            model=model,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            num_images=num_images,
+            output_format=output_format,
+            quality=quality,
+            preview_every=preview_every,
+            preview_size=preview_size,
+        )
+        request = submit_request(parameters, priority_to_proto(priority))
+        try:
+            response = self._jobs.SubmitJob(request, **self._settings.call_kwargs(timeout))
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        job_id: str = response.job_id
+        return job_id
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> JobWatch:
+        """Watch a job's events, from its first (a job that already ended replays them all).
+
+        Several watches of one job may run at once. Ending a watch leaves the job running. An
+        unknown or forgotten id raises NotFoundError while iterating.
+        """
+        call = self._jobs.WatchJob(
+            jobs_pb2.WatchJobRequest(job_id=job_id), **self._settings.call_kwargs(timeout)
+        )
+        return JobWatch(call, job_id)
+
+    def get_job(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
+        """A job's state, parameters, times, and result or error; NotFoundError when unknown."""
+        try:
+            response = self._jobs.GetJob(
+                jobs_pb2.GetJobRequest(job_id=job_id), **self._settings.call_kwargs(timeout)
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return job_from_proto(response.job)
+
+    def cancel_job(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
+        """Cancel a job and return it as it then is.
+
+        A queued job leaves its queue (CANCELLED); a running one stops at its next step (the
+        server waits briefly for that: CANCELLED, or RUNNING with ``cancel_requested``); a job
+        that had already ended comes back unchanged. NotFoundError when unknown.
+        """
+        try:
+            response = self._jobs.CancelJob(
+                jobs_pb2.CancelJobRequest(job_id=job_id), **self._settings.call_kwargs(timeout)
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return job_from_proto(response.job)
+
+    def server_status(self, *, timeout: float | None = None) -> ServerStatus:
+        """The server's devices, replicas, model queues, and whether it is draining."""
+        try:
+            response = self._status.GetServerStatus(
+                status_pb2.GetServerStatusRequest(), **self._settings.call_kwargs(timeout)
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return server_status_from_proto(response)
 
     def models(self, *, timeout: float | None = None) -> ModelList:
         """The models the server serves, with precision, limits, defaults and readiness."""

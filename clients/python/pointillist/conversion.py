@@ -6,8 +6,11 @@ Client and AsyncClient) and proto -> :mod:`pointillist.events` for every respons
 
 from __future__ import annotations
 
-from google.protobuf import duration_pb2
+from datetime import UTC, datetime
 
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from pointillist.errors import error_from_status
 from pointillist.events import (
     ComponentPrecision,
     Device,
@@ -27,17 +30,35 @@ from pointillist.events import (
     Started,
     Timings,
 )
+from pointillist.jobs import GenerationParameters, JobInfo, JobState, Priority
+from pointillist.server_status import (
+    DeviceProcess,
+    DeviceStatus,
+    ModelQueueStatus,
+    ReplicaState,
+    ReplicaStatus,
+    ServerStatus,
+)
 from pointillist.v1 import generation_pb2 as pb
+from pointillist.v1 import jobs_pb2, status_pb2
 
 __all__ = [
     "OUTPUT_FORMATS",
     "build_parameters",
     "event_from_proto",
     "generate_request",
+    "job_from_proto",
     "model_list_from_proto",
+    "parameters_from_proto",
+    "priority_to_proto",
     "result_from_proto",
+    "server_status_from_proto",
     "stream_request",
+    "submit_request",
 ]
+
+EventEnvelope = pb.StreamGenerateResponse | jobs_pb2.WatchJobResponse
+"""A message carrying one generation event: StreamGenerate's or WatchJob's (same fields)."""
 
 OUTPUT_FORMATS: dict[str, pb.ImageFormat] = {
     "png": pb.IMAGE_FORMAT_PNG,
@@ -59,6 +80,34 @@ _PRECISIONS = {
     pb.PRECISION_FP16: Precision.FP16,
     pb.PRECISION_BF16: Precision.BF16,
     pb.PRECISION_FP8_E4M3: Precision.FP8_E4M3,
+}
+_PRIORITIES = {
+    Priority.LOW: pb.PRIORITY_LOW,
+    Priority.NORMAL: pb.PRIORITY_NORMAL,
+    Priority.HIGH: pb.PRIORITY_HIGH,
+}
+_PRIORITY_NAMES = {value: name for name, value in _PRIORITIES.items()}
+_FORMAT_NAMES = {
+    pb.IMAGE_FORMAT_UNSPECIFIED: "png",
+    pb.IMAGE_FORMAT_PNG: "png",
+    pb.IMAGE_FORMAT_JPEG: "jpeg",
+    pb.IMAGE_FORMAT_WEBP: "webp",
+}
+_JOB_STATES = {
+    jobs_pb2.JOB_STATE_QUEUED: JobState.QUEUED,
+    jobs_pb2.JOB_STATE_RUNNING: JobState.RUNNING,
+    jobs_pb2.JOB_STATE_SUCCEEDED: JobState.SUCCEEDED,
+    jobs_pb2.JOB_STATE_FAILED: JobState.FAILED,
+    jobs_pb2.JOB_STATE_CANCELLED: JobState.CANCELLED,
+}
+_REPLICA_STATES = {
+    status_pb2.REPLICA_STATE_STARTING: ReplicaState.STARTING,
+    status_pb2.REPLICA_STATE_LOADING: ReplicaState.LOADING,
+    status_pb2.REPLICA_STATE_READY: ReplicaState.READY,
+    status_pb2.REPLICA_STATE_BUSY: ReplicaState.BUSY,
+    status_pb2.REPLICA_STATE_DRAINING: ReplicaState.DRAINING,
+    status_pb2.REPLICA_STATE_STOPPED: ReplicaState.STOPPED,
+    status_pb2.REPLICA_STATE_FAILED: ReplicaState.FAILED,
 }
 
 
@@ -123,18 +172,41 @@ def build_parameters(
     return parameters
 
 
-def generate_request(parameters: pb.GenerationParameters) -> pb.GenerateRequest:
+def priority_to_proto(priority: Priority | str | None) -> pb.Priority:
+    """The wire value of a priority: ``Priority`` or its name (``"low"``, ``"normal"``,
+    ``"high"``, any case); None leaves it to the server (normal). ValueError for other names."""
+    if priority is None:
+        return pb.PRIORITY_UNSPECIFIED
+    try:
+        return _PRIORITIES[Priority(priority.lower())]
+    except ValueError:
+        raise ValueError(f"priority must be one of low, normal, high; got {priority!r}") from None
+
+
+def generate_request(
+    parameters: pb.GenerationParameters, priority: pb.Priority = pb.PRIORITY_UNSPECIFIED
+) -> pb.GenerateRequest:
     """The Generate request for these parameters."""
-    return pb.GenerateRequest(parameters=parameters)
+    return pb.GenerateRequest(parameters=parameters, priority=priority)
 
 
-def stream_request(parameters: pb.GenerationParameters) -> pb.StreamGenerateRequest:
+def stream_request(
+    parameters: pb.GenerationParameters, priority: pb.Priority = pb.PRIORITY_UNSPECIFIED
+) -> pb.StreamGenerateRequest:
     """The StreamGenerate request for these parameters."""
-    return pb.StreamGenerateRequest(parameters=parameters)
+    return pb.StreamGenerateRequest(parameters=parameters, priority=priority)
 
 
-def event_from_proto(response: pb.StreamGenerateResponse) -> Event | None:
-    """The typed event of one stream response; None for an event this client does not know.
+def submit_request(
+    parameters: pb.GenerationParameters, priority: pb.Priority = pb.PRIORITY_UNSPECIFIED
+) -> jobs_pb2.SubmitJobRequest:
+    """The SubmitJob request for these parameters."""
+    return jobs_pb2.SubmitJobRequest(parameters=parameters, priority=priority)
+
+
+def event_from_proto(response: EventEnvelope) -> Event | None:
+    """The typed event of one StreamGenerate or WatchJob response; None for an event this client
+    does not know.
 
     Unknown events come from a newer server (a new ``oneof`` member) and are skipped by streams.
     """
@@ -158,19 +230,7 @@ def event_from_proto(response: pb.StreamGenerateResponse) -> Event | None:
             batch_size=started.batch_size,
         )
     if which == "progress":
-        progress = response.progress
-        return Progress(
-            job_id=job_id,
-            step=progress.step,
-            total_steps=progress.total_steps,
-            elapsed_s=_seconds(progress.elapsed),
-            remaining_s=(
-                _seconds(progress.estimated_remaining)
-                if progress.HasField("estimated_remaining")
-                else None
-            ),
-            steps_per_second=_float32(progress.steps_per_second),
-        )
+        return progress_from_proto(job_id, response.progress)
     if which == "preview":
         preview = response.preview
         return Preview(
@@ -181,6 +241,22 @@ def event_from_proto(response: pb.StreamGenerateResponse) -> Event | None:
     if which == "result":
         return result_from_proto(job_id, response.result)
     return None
+
+
+def progress_from_proto(job_id: str, progress: pb.ProgressEvent) -> Progress:
+    """A typed progress event."""
+    return Progress(
+        job_id=job_id,
+        step=progress.step,
+        total_steps=progress.total_steps,
+        elapsed_s=_seconds(progress.elapsed),
+        remaining_s=(
+            _seconds(progress.estimated_remaining)
+            if progress.HasField("estimated_remaining")
+            else None
+        ),
+        steps_per_second=_float32(progress.steps_per_second),
+    )
 
 
 def result_from_proto(job_id: str, result: pb.GenerationResult) -> Result:
@@ -276,6 +352,104 @@ def model_list_from_proto(response: pb.ListModelsResponse) -> ModelList:
         models=[model_from_proto(model) for model in response.models],
         default_model=response.default_model,
     )
+
+
+def parameters_from_proto(parameters: pb.GenerationParameters) -> GenerationParameters:
+    """Typed generation parameters (absent optional values stay None)."""
+    return GenerationParameters(
+        model=parameters.model,
+        prompt=parameters.prompt,
+        negative_prompt=parameters.negative_prompt,
+        width=parameters.width,
+        height=parameters.height,
+        steps=parameters.steps,
+        guidance_scale=(
+            parameters.guidance_scale if parameters.HasField("guidance_scale") else None
+        ),
+        seed=parameters.seed if parameters.HasField("seed") else None,
+        num_images=parameters.num_images,
+        output_format=_FORMAT_NAMES.get(parameters.output_format, "png"),
+        quality=parameters.quality,
+        preview_every=parameters.preview.every_n_steps,
+        preview_size=parameters.preview.max_size,
+    )
+
+
+def job_from_proto(job: jobs_pb2.Job) -> JobInfo:
+    """A typed job record; its ``error`` is the exception a watch of the job ends with."""
+    outcome = job.WhichOneof("outcome")
+    return JobInfo(
+        id=job.id,
+        state=_JOB_STATES.get(job.state, JobState.UNSPECIFIED),
+        parameters=parameters_from_proto(job.parameters),
+        priority=_PRIORITY_NAMES.get(job.priority, Priority.NORMAL),
+        created_at=_datetime(job.create_time),
+        started_at=_datetime(job.start_time) if job.HasField("start_time") else None,
+        finished_at=_datetime(job.end_time) if job.HasField("end_time") else None,
+        progress=progress_from_proto(job.id, job.progress) if job.HasField("progress") else None,
+        cancel_requested=job.cancel_requested,
+        result=result_from_proto(job.id, job.result) if outcome == "result" else None,
+        error=error_from_status(job.error) if outcome == "error" else None,
+    )
+
+
+def server_status_from_proto(response: status_pb2.GetServerStatusResponse) -> ServerStatus:
+    """The typed GetServerStatus response."""
+    return ServerStatus(
+        devices=[_device_status(device) for device in response.devices],
+        replicas=[
+            ReplicaStatus(
+                id=replica.id,
+                model=replica.model,
+                device_id=replica.device_id,
+                state=_REPLICA_STATES.get(replica.state, ReplicaState.UNSPECIFIED),
+                pid=replica.pid if replica.HasField("pid") else None,
+                memory_bytes=replica.memory_bytes,
+                running_jobs=replica.running_jobs,
+            )
+            for replica in response.replicas
+        ],
+        models=[
+            ModelQueueStatus(
+                model=model.model,
+                queued_jobs=model.queued_jobs,
+                running_jobs=model.running_jobs,
+                replicas=model.replicas,
+                footprint_bytes=(
+                    model.footprint_bytes if model.HasField("footprint_bytes") else None
+                ),
+                footprint_measured=model.footprint_measured,
+            )
+            for model in response.models
+        ],
+        draining=response.draining,
+    )
+
+
+def _device_status(device: status_pb2.DeviceStatus) -> DeviceStatus:
+    capability = device.compute_capability
+    return DeviceStatus(
+        id=device.id,
+        kind=_DEVICE_KINDS.get(device.kind, DeviceKind.UNSPECIFIED),
+        name=device.name,
+        total_bytes=device.total_bytes,
+        free_bytes=device.free_bytes,
+        used_bytes=device.used_bytes,
+        compute_capability=(
+            (capability.major, capability.minor) if device.HasField("compute_capability") else None
+        ),
+        utilization_percent=(
+            device.utilization_percent if device.HasField("utilization_percent") else None
+        ),
+        processes=[
+            DeviceProcess(pid=process.pid, used_bytes=process.used_bytes)
+            for process in device.processes
+        ],
+    )
+
+
+def _datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
+    return datetime.fromtimestamp(stamp.ToNanoseconds() / 1e9, tz=UTC)
 
 
 def _seconds(duration: duration_pb2.Duration) -> float:

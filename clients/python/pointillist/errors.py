@@ -28,6 +28,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "error_from_rpc",
+    "error_from_status",
 ]
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -173,6 +174,10 @@ _CLASS_BY_CODE: dict[grpc.StatusCode, type[PointillistError]] = {
 }
 
 
+_STATUS_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+"""gRPC status codes by number, for statuses carried in messages."""
+
+
 def error_class(code: grpc.StatusCode) -> type[PointillistError]:
     """The exception class for a status code (PointillistError for the unmapped ones)."""
     return _CLASS_BY_CODE.get(code, PointillistError)
@@ -191,6 +196,14 @@ def error_from_rpc(err: grpc.RpcError) -> PointillistError:
         text = rich.message
     details = [_unpack(detail) for detail in rich.details] if rich is not None else []
     return error_class(code)(text or code.name, code=code, details=details)
+
+
+def error_from_status(status: status_pb2.Status) -> PointillistError:
+    """Turn a ``google.rpc.Status`` carried in a message (a failed job's ``error``) into the
+    PointillistError a call ending with that status raises."""
+    code = _STATUS_CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    details = [_unpack(detail) for detail in status.details]
+    return error_class(code)(status.message or code.name, code=code, details=details)
 
 
 def _call_value(err: grpc.RpcError, name: str) -> Any:

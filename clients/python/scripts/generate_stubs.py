@@ -21,15 +21,23 @@ def proto_files() -> list[Path]:
 
 
 def generate(output_root: Path = OUTPUT_ROOT) -> None:
-    """Run protoc (from grpcio-tools) for messages, type stubs and gRPC services."""
+    """Run protoc (from grpcio-tools) for messages, type stubs and gRPC services.
+
+    Imports resolve against proto/, protobuf's well-known types (shipped with grpcio-tools) and
+    the google.rpc types (``google/rpc/status.proto``, shipped with googleapis-common-protos,
+    which grpcio-status depends on; the generated code imports their ``_pb2`` modules from it).
+    """
+    import google.rpc.status_pb2
     import grpc_tools
     from grpc_tools import protoc
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
+    googleapis = Path(google.rpc.status_pb2.__file__).parents[2]
     args = [
         "protoc",
         f"-I{PROTO_ROOT}",
         f"-I{well_known}",
+        f"-I{googleapis}",
         f"--python_out={output_root}",
         f"--pyi_out={output_root}",
         f"--grpc_python_out={output_root}",

@@ -30,6 +30,13 @@ class DeviceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEVICE_KIND_UNSPECIFIED: _ClassVar[DeviceKind]
     DEVICE_KIND_CPU: _ClassVar[DeviceKind]
     DEVICE_KIND_CUDA: _ClassVar[DeviceKind]
+
+class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIORITY_UNSPECIFIED: _ClassVar[Priority]
+    PRIORITY_LOW: _ClassVar[Priority]
+    PRIORITY_NORMAL: _ClassVar[Priority]
+    PRIORITY_HIGH: _ClassVar[Priority]
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
 IMAGE_FORMAT_JPEG: ImageFormat
@@ -42,6 +49,10 @@ PRECISION_FP8_E4M3: Precision
 DEVICE_KIND_UNSPECIFIED: DeviceKind
 DEVICE_KIND_CPU: DeviceKind
 DEVICE_KIND_CUDA: DeviceKind
+PRIORITY_UNSPECIFIED: Priority
+PRIORITY_LOW: Priority
+PRIORITY_NORMAL: Priority
+PRIORITY_HIGH: Priority
 
 class PreviewOptions(_message.Message):
     __slots__ = ("every_n_steps", "max_size")
@@ -80,10 +91,12 @@ class GenerationParameters(_message.Message):
     def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., output_format: _Optional[_Union[ImageFormat, str]] = ..., quality: _Optional[int] = ..., preview: _Optional[_Union[PreviewOptions, _Mapping]] = ...) -> None: ...
 
 class StreamGenerateRequest(_message.Message):
-    __slots__ = ("parameters",)
+    __slots__ = ("parameters", "priority")
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     parameters: GenerationParameters
-    def __init__(self, parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ...) -> None: ...
+    priority: Priority
+    def __init__(self, parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
 
 class StreamGenerateResponse(_message.Message):
     __slots__ = ("job_id", "queued", "started", "progress", "preview", "result")
@@ -102,10 +115,12 @@ class StreamGenerateResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., queued: _Optional[_Union[QueuedEvent, _Mapping]] = ..., started: _Optional[_Union[StartedEvent, _Mapping]] = ..., progress: _Optional[_Union[ProgressEvent, _Mapping]] = ..., preview: _Optional[_Union[PreviewEvent, _Mapping]] = ..., result: _Optional[_Union[GenerationResult, _Mapping]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("parameters",)
+    __slots__ = ("parameters", "priority")
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     parameters: GenerationParameters
-    def __init__(self, parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ...) -> None: ...
+    priority: Priority
+    def __init__(self, parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("job_id", "result")

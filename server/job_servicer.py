@@ -1,0 +1,100 @@
+"""JobService: jobs that outlive the call that started them (submit, watch, get, cancel)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+
+from engine.job import GenerationSpec
+from pointillist.v1 import generation_pb2 as pb
+from pointillist.v1 import jobs_pb2 as jobs_pb
+from pointillist.v1 import jobs_pb2_grpc as jobs_grpc
+from scheduler.errors import SchedulerError
+from scheduler.interface import Scheduler
+from scheduler.job import Job
+from server import conversion, errors
+from server.validation import resolve_parameters
+
+CANCEL_WAIT_S = 10.0
+"""How long CancelJob waits for a running job to stop (the engine stops within one step)."""
+_REPLY_MARGIN_S = 0.5
+"""Time kept back from the caller's deadline to send CancelJob's reply."""
+
+
+class JobServicer(jobs_grpc.JobServiceServicer):
+    """Thin, like GenerationServicer; unlike it, a job here is never tied to an RPC's lifetime:
+    a watcher that leaves, or a SubmitJob call that ends, leaves the job running."""
+
+    def __init__(self, scheduler: Scheduler, cancel_wait_s: float = CANCEL_WAIT_S) -> None:
+        self._scheduler = scheduler
+        self._cancel_wait_s = cancel_wait_s
+
+    async def SubmitJob(
+        self, request: jobs_pb.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb.SubmitJobResponse:
+        try:
+            priority = conversion.scheduling_priority(request.priority)
+            spec = self._resolve(request.parameters)
+            # No deadline: the call's deadline bounds SubmitJob only, not the job.
+            job = self._scheduler.submit(spec, priority=priority, caller=conversion.caller(context))
+        except Exception as exc:
+            await errors.abort(context, exc)
+        return jobs_pb.SubmitJobResponse(job_id=job.id)
+
+    async def WatchJob(
+        self, request: jobs_pb.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jobs_pb.WatchJobResponse]:
+        try:
+            job = self._scheduler.get_job(request.job_id)
+            # A watcher that leaves stops here (the generator is closed); the job runs on.
+            async for event in job.events():
+                yield conversion.watch_response(job, event)
+        except Exception as exc:
+            await errors.abort(context, exc)
+
+    async def GetJob(
+        self, request: jobs_pb.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb.GetJobResponse:
+        try:
+            job = self._scheduler.get_job(request.job_id)
+        except Exception as exc:
+            await errors.abort(context, exc)
+        return jobs_pb.GetJobResponse(job=conversion.job(job))
+
+    async def CancelJob(
+        self, request: jobs_pb.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb.CancelJobResponse:
+        try:
+            job = self._scheduler.get_job(request.job_id)
+            await self._scheduler.cancel(job.id)
+        except Exception as exc:
+            await errors.abort(context, exc)
+        await self._until_finished(job, self._wait_budget(context))
+        return jobs_pb.CancelJobResponse(job=conversion.job(job))
+
+    def _resolve(self, params: pb.GenerationParameters) -> GenerationSpec:
+        models = {status.config.id: status.config for status in self._scheduler.models()}
+        return resolve_parameters(params, models, self._scheduler.default_model())
+
+    def _wait_budget(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        if remaining is None:
+            return self._cancel_wait_s
+        return max(0.0, min(self._cancel_wait_s, remaining - _REPLY_MARGIN_S))
+
+    @staticmethod
+    async def _until_finished(job: Job, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the job to end, however it ends."""
+
+        async def finished() -> None:
+            with contextlib.suppress(SchedulerError):
+                async for _ in job.events():
+                    pass
+
+        if job.state.finished:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished(), timeout_s)
