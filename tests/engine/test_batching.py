@@ -167,13 +167,51 @@ def test_linear_rows_do_not_depend_on_their_batch_at_full_size() -> None:
             one_by_one = torch.cat([linear(rows[i : i + 1]) for i in range(8)])
             pair = linear(rows[[5, 2]])
             reordered = linear(rows[[7, 6, 5, 4, 3, 2, 1, 0]])
-            three_d = linear(rows.reshape(2, 4, 1536))
+            # A strided 3-D input (a slice, as joint attention passes) gets the same bits.
+            strided = linear(torch.cat([rows, rows]).reshape(2, 8, 1536)[:, :4])
             plain = torch.nn.functional.linear(rows, linear.weight, linear.bias)
         assert torch.equal(pair, one_by_one[[5, 2]])
         assert torch.equal(reordered, one_by_one.flip(0))
-        assert torch.equal(three_d.reshape(8, 9216), one_by_one)
-        # Padding changes which kernel runs, not what is computed.
+        assert torch.equal(strided.reshape(8, 9216), one_by_one[[0, 1, 2, 3, 0, 1, 2, 3]])
+        # The padding and the copy change which kernel runs, not what is computed.
         torch.testing.assert_close(one_by_one, plain)
+
+
+class RecordingConv(torch.nn.Conv2d):
+    """A Conv2d that notes the batch size of every input it really convolves."""
+
+    def __init__(self) -> None:
+        super().__init__(16, 64, 2, stride=2)
+        self.batch_sizes: list[int] = []
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(len(input))
+        return super().forward(input)
+
+
+def test_convolutions_and_activations_run_one_sample_at_a_time() -> None:
+    torch.manual_seed(0)
+    conv = RecordingConv()
+    block = torch.nn.Sequential(conv, torch.nn.GELU("tanh"))
+    samples = torch.randn(5, 16, 12, 16)
+    with torch.no_grad():
+        plain = block(samples)
+        make_batch_invariant(block, MIN_GEMM_ROWS)
+        conv.batch_sizes.clear()
+        batched = block(samples)
+        assert conv.batch_sizes == [1] * 5
+        alone = torch.cat([block(samples[i : i + 1]) for i in range(5)])
+    assert torch.equal(batched, alone)
+    torch.testing.assert_close(batched, plain)
+
+
+def test_every_layer_of_the_transformer_that_needs_it_is_patched(bf16_engine: Engine) -> None:
+    transformer = bf16_engine.pipe.transformer
+    layers = [m for m in transformer.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+    activations = [m for m in transformer.modules() if "GELU" in type(m).__name__]
+    assert layers and activations
+    for module in layers + activations:
+        assert "Forward" in type(module.forward).__name__, module
 
 
 # --- events ---------------------------------------------------------------------------------
