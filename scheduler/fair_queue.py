@@ -54,14 +54,28 @@ class FairQueue:
         self._prune(job.priority, job.caller)
         return True
 
-    def take(self, limit: int, batch_key: Callable[[Job], Hashable]) -> list[Job]:
+    def take(
+        self,
+        limit: int,
+        batch_key: Callable[[Job], Hashable],
+        max_images: int | None = None,
+    ) -> list[Job]:
         """The next job in service order and up to ``limit - 1`` more with the same batch key,
-        also in service order. Empty if nothing waits."""
+        also in service order, while their images stay within ``max_images`` (the next job is
+        always taken). Empty if nothing waits."""
         order = list(self.in_service_order())
         if not order or limit < 1:
             return []
         key = batch_key(order[0])
-        taken = [job for job in order if batch_key(job) == key][:limit]
+        taken: list[Job] = []
+        images = 0
+        for job in order:
+            if len(taken) == limit:
+                break
+            fits = max_images is None or not taken or images + job.spec.num_images <= max_images
+            if batch_key(job) == key and fits:
+                taken.append(job)
+                images += job.spec.num_images
         for job in taken:
             self._take_out(job)
         return taken

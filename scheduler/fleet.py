@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from engine import ipc
 from engine.config import ModelConfig
 from engine.job import GenerationSpec, StepPreview, StepProgress, batch_key
+from engine.worker import CPU_THREADS_ENV
 from scheduler.errors import (
     JobCancelledError,
     JobDeadlineError,
@@ -54,8 +56,6 @@ from scheduler.throughput import ThroughputEstimate
 log = logging.getLogger("pointillist.scheduler")
 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-# ModelConfig.device names (torch's) against DeviceSnapshot.kind values (the inventory's).
-_DEVICE_KINDS = {"cuda": "gpu", "cpu": "cpu"}
 
 
 @dataclass(frozen=True)
@@ -316,8 +316,13 @@ class FleetScheduler:
             active = len(model.active_slots())
             if self._draining:
                 continue
-            below_minimum = active < model.config.min_replicas
-            if below_minimum or (len(model.queue) > 0 and self._may_grow(model)):
+            if active < model.config.min_replicas:
+                # Every missing minimum replica that fits starts now (footprints are known
+                # once one replica was measured; until then _device_for allows one).
+                while len(model.active_slots()) < model.config.min_replicas:
+                    if not self._add_replica(model):
+                        break
+            elif len(model.queue) > 0 and self._may_grow(model):
                 self._add_replica(model)
             elif self._idle(model) and active > model.config.min_replicas:
                 self._drain_one(model, [slot for slot in model.active_slots() if slot.ready])
@@ -326,7 +331,15 @@ class FleetScheduler:
     def _relieve_memory_pressure(self) -> None:
         """A device under its reserve (another tenant grew) gives up one of our replicas."""
         for device in self._devices.values():
-            if device.free_bytes >= self.settings.reserve_bytes:
+            # Replicas already draining here will give their memory back: count it as free,
+            # or every poll until they exit would drain one more.
+            leaving = sum(
+                self._replica_memory(slot)
+                for model in self._models.values()
+                for slot in model.slots.values()
+                if slot.draining and slot.device.id == device.id
+            )
+            if device.free_bytes + leaving >= self.settings.reserve_bytes:
                 continue
             candidates = [
                 (model, slot)
@@ -364,10 +377,11 @@ class FleetScheduler:
         idle_for = time.monotonic() - model.last_activity
         return not busy and idle_for >= self.settings.idle_scale_down_s
 
-    def _add_replica(self, model: _Model) -> None:
+    def _add_replica(self, model: _Model) -> bool:
+        """Start a replica where one fits; False if none does."""
         device = self._device_for(model)
         if device is None:
-            return
+            return False
         model.replicas_started += 1
         replica_id = f"{model.config.id}-{model.replicas_started}"
         config, env = self._worker_config(model.config, device)
@@ -375,9 +389,17 @@ class FleetScheduler:
         model.slots[replica_id] = slot
         slot.task = asyncio.create_task(self._run_slot(model, slot), name=f"replica-{replica_id}")
         log.info("starting replica %s on %s (%s)", replica_id, device.id, device.name)
+        return True
 
     def _device_for(self, model: _Model) -> DeviceSnapshot | None:
-        """Where the next replica fits: spread first, then the most free memory."""
+        """Where the next replica fits: spread first, then the most free memory.
+
+        A model with no footprint yet starts one replica and waits for its measurement:
+        packing more on a guess is how OOMs happen.
+        """
+        unmeasured = self.footprints.footprint(model.config.id, "") is None
+        if unmeasured and model.active_slots():
+            return None
         fitting = []
         for device in self._devices.values():
             if not self._kind_allowed(model.config, device):
@@ -399,7 +421,7 @@ class FleetScheduler:
         """A model configured for ``cuda`` goes on GPUs, for ``cpu`` on the host, ``auto``
         anywhere."""
         wanted = config.device.split(":", 1)[0]
-        return wanted == "auto" or _DEVICE_KINDS.get(wanted) == device.kind
+        return wanted in ("auto", device.kind)
 
     def _starting_bytes(self, device: DeviceSnapshot) -> int:
         """Memory that replicas still loading on the device will take but do not hold yet."""
@@ -415,6 +437,11 @@ class FleetScheduler:
         self, config: ModelConfig, device: DeviceSnapshot
     ) -> tuple[ModelConfig, dict[str, str]]:
         env = dict(self.settings.worker_env)
+        if device.engine_device == "cpu":
+            # Replicas sharing the host's cores each take their share: torch's threads spin
+            # while they wait, and oversubscribed cores slowed steps a hundredfold here.
+            share = max(1, (os.cpu_count() or 1) // max(1, self.settings.cpu_max_replicas))
+            env.setdefault(CPU_THREADS_ENV, str(share))
         if device.visible_devices is not None:
             # Pinned by CUDA_VISIBLE_DEVICES, the worker sees its GPU as cuda:0.
             env["CUDA_VISIBLE_DEVICES"] = device.visible_devices
@@ -524,7 +551,12 @@ class FleetScheduler:
         if self.settings.batch_window_s > 0 and len(model.queue) < model.batch_limit:
             # Give compatible requests a moment to arrive and share this pipeline call.
             await asyncio.sleep(self.settings.batch_window_s)
-        jobs = model.queue.take(model.batch_limit, lambda job: batch_key(job.spec))
+        # A batch never holds more images than the warm-up that measured the footprint.
+        jobs = model.queue.take(
+            model.batch_limit,
+            lambda job: batch_key(job.spec),
+            max_images=model.config.limits.max_images,
+        )
         runnable = []
         for job in jobs:
             if job.state.finished:

@@ -9,10 +9,10 @@ from scheduler.fair_queue import FairQueue
 from scheduler.job import Job
 
 
-def make_job(caller: str = "a", priority: int = 0, width: int = 64) -> Job:
+def make_job(caller: str = "a", priority: int = 0, width: int = 64, images: int = 1) -> Job:
     spec = GenerationSpec(
         model="demo", prompt=caller, negative_prompt="", width=width, height=64,
-        steps=2, guidance_scale=4.5, seed=0,
+        steps=2, guidance_scale=4.5, seed=0, num_images=images,
     )  # fmt: skip
     return Job(spec, priority=priority, caller=caller)
 
@@ -100,3 +100,13 @@ async def test_wait_for_jobs_wakes_on_push():
     assert not waiter.done()
     queue.push(make_job())
     await asyncio.wait_for(waiter, timeout=5)
+
+
+def test_a_batch_keeps_within_the_image_budget_the_footprint_was_measured_at():
+    queue = FairQueue(capacity=10)
+    three, two, one = make_job("a", images=3), make_job("b", images=2), make_job("c", images=1)
+    for job in (three, two, one):
+        queue.push(job)
+
+    assert queue.take(4, size_key, max_images=4) == [three, one]
+    assert queue.take(4, size_key, max_images=1) == [two]  # the next job always goes

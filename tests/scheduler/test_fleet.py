@@ -229,3 +229,15 @@ async def test_a_full_queue_refuses_with_a_retry_delay_and_hopeless_deadlines_at
         with pytest.raises(JobDeadlineError):
             fleet.submit(long_spec("too late"), deadline=loop.time() + 0.001)
         assert waiting.state is JobState.CANCELLED and waiting.started_at is None
+
+
+async def test_waiting_work_grows_a_model_and_idleness_shrinks_it_to_its_minimum():
+    async with fleet_on(
+        one_gpu(), min_replicas=1, max_replicas=2, max_batch_size=1, idle_scale_down_s=0.5
+    ) as fleet:
+        jobs = [fleet.submit(long_spec(f"waiting {i}")) for i in range(3)]
+        await replica_count(fleet, 2)
+        for job in jobs:
+            await fleet.cancel(job.id)
+
+        await replica_count(fleet, 1, ready_only=False)
