@@ -22,7 +22,8 @@ class ProcessMemory:
 
 @dataclass(frozen=True)
 class DeviceSnapshot:
-    """One device at one moment.
+    """One device at one moment. ``kind`` is ``"cuda"`` for a GPU (real or simulated) or
+    ``"cpu"``, the words ModelConfig.device and the engine use.
 
     ``free_bytes`` already accounts for every process on the device, ours and other tenants'.
     ``engine_device`` is what a replica placed here runs its engine on: ``"cuda:N"`` for a real

@@ -100,7 +100,7 @@ class NvmlInventory:
             ) from exc
         return DeviceSnapshot(
             id=gpu.uuid,
-            kind="gpu",
+            kind="cuda",
             name=gpu.name,
             total_bytes=int(memory.total),
             free_bytes=int(memory.free),

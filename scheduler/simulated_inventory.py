@@ -167,7 +167,7 @@ class SimulatedInventory:
         used = self.tenant_usage(gpu.id) + sum(process.used_bytes for process in processes)
         return DeviceSnapshot(
             id=gpu.id,
-            kind="gpu",
+            kind="cuda",
             name=gpu.name,
             total_bytes=gpu.total_bytes,
             free_bytes=max(0, gpu.total_bytes - used),

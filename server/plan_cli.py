@@ -242,7 +242,7 @@ def replica_bounds(model: ModelConfig, args: argparse.Namespace) -> tuple[int, i
 
 def eligible_devices(device: str, devices: Sequence[DeviceSnapshot]) -> frozenset[str] | None:
     """The devices a model configured with ``device`` may use (None: all of them)."""
-    gpus = [snapshot.id for snapshot in devices if snapshot.kind == "gpu"]
+    gpus = [snapshot.id for snapshot in devices if snapshot.kind == "cuda"]
     cpus = [snapshot.id for snapshot in devices if snapshot.kind == "cpu"]
     if device == "auto":
         return frozenset(gpus or cpus)

@@ -52,7 +52,7 @@ def test_snapshot_reports_every_field_of_every_gpu():
     first, second = inventory.snapshot()
 
     assert first.id == "GPU-aaaa-0000"
-    assert first.kind == "gpu"
+    assert first.kind == "cuda"
     assert first.name == "NVIDIA H100 80GB HBM3"
     assert (first.total_bytes, first.free_bytes, first.used_bytes) == (80 * GIB, 60 * GIB, 20 * GIB)
     assert first.processes == (ProcessMemory(1234, 12 * GIB), ProcessMemory(5678, 6 * GIB))

@@ -226,7 +226,7 @@ def test_no_devices_or_no_models():
 
 def snapshot(device_id: str, total_gib: float, free_gib: float) -> DeviceSnapshot:
     total, free = round(total_gib * GIB), round(free_gib * GIB)
-    return DeviceSnapshot(device_id, "gpu", f"GPU {device_id}", total, free, total - free)
+    return DeviceSnapshot(device_id, "cuda", f"GPU {device_id}", total, free, total - free)
 
 
 def test_device_capacities_add_our_replicas_and_subtract_the_reserve():

@@ -65,7 +65,7 @@ def test_snapshot_of_a_simulated_gpu():
     first, second = SimulatedInventory.from_file(EXAMPLE, clock=FakeClock()).snapshot()
 
     assert first.id == "sim-gpu-0"
-    assert first.kind == "gpu"
+    assert first.kind == "cuda"
     assert first.name == "Simulated H100 80GB"
     assert (first.total_bytes, first.used_bytes, first.free_bytes) == (80 * GIB, 4 * GIB, 76 * GIB)
     assert first.processes == ()
