@@ -63,6 +63,11 @@ class Shutdown:
 
 
 @dataclass(frozen=True)
+class WorkerWarming:
+    """The model is loaded; the warm-up request runs next."""
+
+
+@dataclass(frozen=True)
 class WorkerReady:
     """The model is loaded and warm. ``memory_bytes`` is the process's resident memory."""
 
@@ -112,8 +117,18 @@ class JobFailed:
 
 
 ToWorker = LoadModel | RunBatch | CancelJob | Shutdown
-FromWorker = WorkerReady | WorkerFailed | StepEvent | JobDone | JobCancelled | JobFailed
-FROM_WORKER_TYPES = (WorkerReady, WorkerFailed, StepEvent, JobDone, JobCancelled, JobFailed)
+FromWorker = (
+    WorkerWarming | WorkerReady | WorkerFailed | StepEvent | JobDone | JobCancelled | JobFailed
+)
+FROM_WORKER_TYPES = (
+    WorkerWarming,
+    WorkerReady,
+    WorkerFailed,
+    StepEvent,
+    JobDone,
+    JobCancelled,
+    JobFailed,
+)
 
 
 def encode(message: ToWorker | FromWorker) -> bytes:

@@ -69,6 +69,7 @@ class Worker:
             from engine.engine import Engine
 
             engine = Engine.load(first.config)
+            self.send(ipc.WorkerWarming())
             engine.warm_up(first.warm_up)
         except Exception as exc:  # the scheduler reports it; the worker has nothing left to do
             log.exception("loading %s failed", first.config.id)

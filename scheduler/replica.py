@@ -27,6 +27,7 @@ class ReplicaState(StrEnum):
 
     STARTING = "starting"
     LOADING = "loading"
+    WARMING = "warming"
     READY = "ready"
     BUSY = "busy"
     DRAINING = "draining"
@@ -103,7 +104,7 @@ class Replica:
         self.state = ReplicaState.LOADING
         await self._send(ipc.LoadModel(self.config, warm_up))
         try:
-            first = await asyncio.wait_for(self._inbox.get(), timeout_s)
+            first = await asyncio.wait_for(self._answer_to_load(), timeout_s)
         except TimeoutError:
             await self.kill()
             raise ReplicaStartError(
@@ -125,6 +126,12 @@ class Replica:
         await self.kill()
         reason = first.message if isinstance(first, ipc.WorkerFailed) else "worker exited"
         raise ReplicaStartError(f"replica {self.id} failed to load {self.config.id}: {reason}")
+
+    async def _answer_to_load(self) -> ipc.FromWorker | None:
+        """The worker's final answer to LoadModel; WorkerWarming on the way moves the state."""
+        while isinstance(message := await self._inbox.get(), ipc.WorkerWarming):
+            self.state = ReplicaState.WARMING
+        return message
 
     async def run(self, job_id: str, spec: GenerationSpec, on_step: StepCallback) -> JobOutcome:
         """Run one job; a batch of one."""

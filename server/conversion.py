@@ -60,6 +60,7 @@ _JOB_STATES = {
 _REPLICA_STATES = {
     "starting": status_pb.REPLICA_STATE_STARTING,
     "loading": status_pb.REPLICA_STATE_LOADING,
+    "warming": status_pb.REPLICA_STATE_WARMING,
     "ready": status_pb.REPLICA_STATE_READY,
     "busy": status_pb.REPLICA_STATE_BUSY,
     "draining": status_pb.REPLICA_STATE_DRAINING,

@@ -103,6 +103,7 @@ _JOB_STATES = {
 _REPLICA_STATES = {
     status_pb2.REPLICA_STATE_STARTING: ReplicaState.STARTING,
     status_pb2.REPLICA_STATE_LOADING: ReplicaState.LOADING,
+    status_pb2.REPLICA_STATE_WARMING: ReplicaState.WARMING,
     status_pb2.REPLICA_STATE_READY: ReplicaState.READY,
     status_pb2.REPLICA_STATE_BUSY: ReplicaState.BUSY,
     status_pb2.REPLICA_STATE_DRAINING: ReplicaState.DRAINING,

@@ -26,6 +26,7 @@ class ReplicaState(enum.StrEnum):
     UNSPECIFIED = "unspecified"
     STARTING = "starting"
     LOADING = "loading"
+    WARMING = "warming"
     READY = "ready"
     BUSY = "busy"
     DRAINING = "draining"

@@ -13,6 +13,7 @@ class ReplicaState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPLICA_STATE_UNSPECIFIED: _ClassVar[ReplicaState]
     REPLICA_STATE_STARTING: _ClassVar[ReplicaState]
     REPLICA_STATE_LOADING: _ClassVar[ReplicaState]
+    REPLICA_STATE_WARMING: _ClassVar[ReplicaState]
     REPLICA_STATE_READY: _ClassVar[ReplicaState]
     REPLICA_STATE_BUSY: _ClassVar[ReplicaState]
     REPLICA_STATE_DRAINING: _ClassVar[ReplicaState]
@@ -21,6 +22,7 @@ class ReplicaState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 REPLICA_STATE_UNSPECIFIED: ReplicaState
 REPLICA_STATE_STARTING: ReplicaState
 REPLICA_STATE_LOADING: ReplicaState
+REPLICA_STATE_WARMING: ReplicaState
 REPLICA_STATE_READY: ReplicaState
 REPLICA_STATE_BUSY: ReplicaState
 REPLICA_STATE_DRAINING: ReplicaState
