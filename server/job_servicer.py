@@ -8,15 +8,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from engine.job import GenerationSpec
-from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import jobs_pb2 as jobs_pb
 from pointillist.v1 import jobs_pb2_grpc as jobs_grpc
 from scheduler.errors import SchedulerError
 from scheduler.interface import Scheduler
 from scheduler.job import Job
-from server import conversion, errors
-from server.validation import resolve_parameters
+from server import conversion, errors, submission
 
 CANCEL_WAIT_S = 10.0
 """How long CancelJob waits for a running job to stop (the engine stops within one step)."""
@@ -36,10 +33,13 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         self, request: jobs_pb.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb.SubmitJobResponse:
         try:
-            priority = conversion.scheduling_priority(request.priority)
-            spec = self._resolve(request.parameters)
-            # No deadline: the call's deadline bounds SubmitJob only, not the job.
-            job = self._scheduler.submit(spec, priority=priority, caller=conversion.caller(context))
+            job = submission.submit(
+                self._scheduler,
+                request.parameters,
+                request.priority,
+                context,
+                bound_by_call_deadline=False,
+            )
         except Exception as exc:
             await errors.abort(context, exc)
         return jobs_pb.SubmitJobResponse(job_id=job.id)
@@ -74,10 +74,6 @@ class JobServicer(jobs_grpc.JobServiceServicer):
             await errors.abort(context, exc)
         await self._until_finished(job, self._wait_budget(context))
         return jobs_pb.CancelJobResponse(job=conversion.job(job))
-
-    def _resolve(self, params: pb.GenerationParameters) -> GenerationSpec:
-        models = {status.config.id: status.config for status in self._scheduler.models()}
-        return resolve_parameters(params, models, self._scheduler.default_model())
 
     def _wait_budget(self, context: grpc.aio.ServicerContext) -> float:
         remaining = context.time_remaining()

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator
 
 import grpc
 
-from engine.job import GenerationOutput, GenerationSpec
+from engine.job import GenerationOutput
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from scheduler.interface import Scheduler
 from scheduler.job import Job
-from server import conversion, errors
-from server.validation import resolve_parameters
+from server import conversion, errors, submission
 
 
 class GenerationServicer(pb_grpc.GenerationServiceServicer):
@@ -61,31 +59,12 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         so its replica is free again."""
         job: Job | None = None
         try:
-            job = self._submit(params, priority, context)
+            job = submission.submit(
+                self._scheduler, params, priority, context, bound_by_call_deadline=True
+            )
             yield job
         except Exception as exc:
             await errors.abort(context, exc)
         finally:
             if job is not None and not job.state.finished:
                 await self._scheduler.cancel(job.id)
-
-    def _submit(
-        self,
-        params: pb.GenerationParameters,
-        priority: pb.Priority,
-        context: grpc.aio.ServicerContext,
-    ) -> Job:
-        scheduling_priority = conversion.scheduling_priority(priority)
-        spec = self._resolve(params)
-        remaining = context.time_remaining()
-        deadline = time.monotonic() + remaining if remaining is not None else None
-        return self._scheduler.submit(
-            spec,
-            deadline=deadline,
-            priority=scheduling_priority,
-            caller=conversion.caller(context),
-        )
-
-    def _resolve(self, params: pb.GenerationParameters) -> GenerationSpec:
-        models = {status.config.id: status.config for status in self._scheduler.models()}
-        return resolve_parameters(params, models, self._scheduler.default_model())
