@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 import grpc
 import grpc.aio
 
 from pointillist.client import CHANNEL_OPTIONS, DEFAULT_TARGET, CallSettings, StreamState
 from pointillist.conversion import (
+    GenerationOptions,
     build_parameters,
     generate_request,
     job_from_proto,
@@ -172,33 +173,12 @@ class AsyncClient:
         self,
         prompt: str,
         *,
-        model: str = "",
-        negative_prompt: str = "",
-        width: int = 0,
-        height: int = 0,
-        steps: int = 0,
-        guidance_scale: float | None = None,
-        seed: int | None = None,
-        num_images: int = 1,
-        output_format: str = "png",
-        quality: int = 0,
         priority: Priority | str | None = None,
         timeout: float | None = None,
+        **options: Unpack[GenerationOptions],
     ) -> Result:
         """Generate images and return the result; see :meth:`pointillist.Client.generate`."""
-        parameters = build_parameters(
-            prompt,
-            model=model,
-            negative_prompt=negative_prompt,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            num_images=num_images,
-            output_format=output_format,
-            quality=quality,
-        )
+        parameters = build_parameters(prompt, **options)
         try:
             response = await self._stub.Generate(
                 generate_request(parameters, priority_to_proto(priority)),
@@ -212,41 +192,16 @@ class AsyncClient:
         self,
         prompt: str,
         *,
-        model: str = "",
-        negative_prompt: str = "",
-        width: int = 0,
-        height: int = 0,
-        steps: int = 0,
-        guidance_scale: float | None = None,
-        seed: int | None = None,
-        num_images: int = 1,
-        output_format: str = "png",
-        quality: int = 0,
-        preview_every: int = 0,
-        preview_size: int = 0,
         priority: Priority | str | None = None,
         timeout: float | None = None,
+        **options: Unpack[GenerationOptions],
     ) -> AsyncGenerationStream:
         """Start a generation and return its async stream; see :meth:`pointillist.Client.stream`.
 
         Not a coroutine: ``async with client.stream(...) as stream`` and
         ``async for event in client.stream(...)`` both work.
         """
-        parameters = build_parameters(
-            prompt,
-            model=model,
-            negative_prompt=negative_prompt,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            num_images=num_images,
-            output_format=output_format,
-            quality=quality,
-            preview_every=preview_every,
-            preview_size=preview_size,
-        )
+        parameters = build_parameters(prompt, **options)
         call = self._stub.StreamGenerate(
             stream_request(parameters, priority_to_proto(priority)),
             **self._settings.call_kwargs(timeout),
@@ -257,37 +212,12 @@ class AsyncClient:
         self,
         prompt: str,
         *,
-        model: str = "",
-        negative_prompt: str = "",
-        width: int = 0,
-        height: int = 0,
-        steps: int = 0,
-        guidance_scale: float | None = None,
-        seed: int | None = None,
-        num_images: int = 1,
-        output_format: str = "png",
-        quality: int = 0,
-        preview_every: int = 0,
-        preview_size: int = 0,
         priority: Priority | str | None = None,
         timeout: float | None = None,
+        **options: Unpack[GenerationOptions],
     ) -> str:
         """Queue a job and return its id at once; see :meth:`pointillist.Client.submit`."""
-        parameters = build_parameters(
-            prompt,
-            model=model,
-            negative_prompt=negative_prompt,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            num_images=num_images,
-            output_format=output_format,
-            quality=quality,
-            preview_every=preview_every,
-            preview_size=preview_size,
-        )
+        parameters = build_parameters(prompt, **options)
         request = submit_request(parameters, priority_to_proto(priority))
         try:
             response = await self._jobs.SubmitJob(request, **self._settings.call_kwargs(timeout))

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pointillist.conversion import (
     EventEnvelope,
+    GenerationOptions,
     build_parameters,
     event_from_proto,
     generate_request,
@@ -232,18 +233,9 @@ class Client:
         self,
         prompt: str,
         *,
-        model: str = "",
-        negative_prompt: str = "",
-        width: int = 0,
-        height: int = 0,
-        steps: int = 0,
-        guidance_scale: float | None = None,
-        seed: int | None = None,
-        num_images: int = 1,
-        output_format: str = "png",
-        quality: int = 0,
         priority: Priority | str | None = None,
         timeout: float | None = None,
+        **options: Unpack[GenerationOptions],
     ) -> Result:
         """Generate images and return the result. Zero / None values mean the model default.
 
@@ -252,19 +244,7 @@ class Client:
         subclass when the server refuses or fails the request, and ValueError for values that
         cannot be sent (negative sizes, unknown format or priority).
         """
-        parameters = build_parameters(
-            prompt,
-            model=model,
-            negative_prompt=negative_prompt,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            num_images=num_images,
-            output_format=output_format,
-            quality=quality,
-        )
+        parameters = build_parameters(prompt, **options)
         try:
             response = self._stub.Generate(
                 generate_request(parameters, priority_to_proto(priority)),
@@ -278,20 +258,9 @@ class Client:
         self,
         prompt: str,
         *,
-        model: str = "",
-        negative_prompt: str = "",
-        width: int = 0,
-        height: int = 0,
-        steps: int = 0,
-        guidance_scale: float | None = None,
-        seed: int | None = None,
-        num_images: int = 1,
-        output_format: str = "png",
-        quality: int = 0,
-        preview_every: int = 0,
-        preview_size: int = 0,
         priority: Priority | str | None = None,
         timeout: float | None = None,
+        **options: Unpack[GenerationOptions],
     ) -> GenerationStream:
         """Start a generation and return its stream of typed events.
 
@@ -299,21 +268,7 @@ class Client:
         longest side (0: server default); ``priority`` is that of :meth:`generate`. Errors
         surface while iterating.
         """
-        parameters = build_parameters(
-            prompt,
-            model=model,
-            negative_prompt=negative_prompt,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            num_images=num_images,
-            output_format=output_format,
-            quality=quality,
-            preview_every=preview_every,
-            preview_size=preview_size,
-        )
+        parameters = build_parameters(prompt, **options)
         call = self._stub.StreamGenerate(
             stream_request(parameters, priority_to_proto(priority)),
             **self._settings.call_kwargs(timeout),
@@ -324,20 +279,9 @@ class Client:
         self,
         prompt: str,
         *,
-        model: str = "",
-        negative_prompt: str = "",
-        width: int = 0,
-        height: int = 0,
-        steps: int = 0,
-        guidance_scale: float | None = None,
-        seed: int | None = None,
-        num_images: int = 1,
-        output_format: str = "png",
-        quality: int = 0,
-        preview_every: int = 0,
-        preview_size: int = 0,
         priority: Priority | str | None = None,
         timeout: float | None = None,
+        **options: Unpack[GenerationOptions],
     ) -> str:
         """Queue a generation as a job and return its id at once, without waiting for it.
 
@@ -346,21 +290,7 @@ class Client:
         :meth:`watch`, look it up with :meth:`get_job`, stop it with :meth:`cancel_job`. The
         server keeps a finished job for its retention time (10 minutes by default).
         """
-        parameters = build_parameters(
-            prompt,
-            model=model,
-            negative_prompt=negative_prompt,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            num_images=num_images,
-            output_format=output_format,
-            quality=quality,
-            preview_every=preview_every,
-            preview_size=preview_size,
-        )
+        parameters = build_parameters(prompt, **options)
         request = submit_request(parameters, priority_to_proto(priority))
         try:
             response = self._jobs.SubmitJob(request, **self._settings.call_kwargs(timeout))

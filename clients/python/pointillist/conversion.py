@@ -7,6 +7,7 @@ Client and AsyncClient) and proto -> :mod:`pointillist.events` for every respons
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TypedDict
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -110,6 +111,24 @@ _REPLICA_STATES = {
     status_pb2.REPLICA_STATE_STOPPED: ReplicaState.STOPPED,
     status_pb2.REPLICA_STATE_FAILED: ReplicaState.FAILED,
 }
+
+
+class GenerationOptions(TypedDict, total=False):
+    """The generation keywords of ``generate``, ``stream`` and ``submit`` (and the CLI): each
+    is a keyword of :func:`build_parameters`, with the same default when left out."""
+
+    model: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float | None
+    seed: int | None
+    num_images: int
+    output_format: str
+    quality: int
+    preview_every: int
+    preview_size: int
 
 
 def build_parameters(
