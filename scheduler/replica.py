@@ -44,7 +44,6 @@ class WorkerDiedError(Exception):
 
 
 JobOutcome = ipc.JobDone | ipc.JobCancelled | ipc.JobFailed
-StepCallback = Callable[[StepProgress | StepPreview], Awaitable[None] | None]
 BatchStepCallback = Callable[[str, StepProgress | StepPreview], Awaitable[None] | None]
 
 
@@ -132,15 +131,6 @@ class Replica:
         while isinstance(message := await self._inbox.get(), ipc.WorkerWarming):
             self.state = ReplicaState.WARMING
         return message
-
-    async def run(self, job_id: str, spec: GenerationSpec, on_step: StepCallback) -> JobOutcome:
-        """Run one job; a batch of one."""
-
-        def forward(_: str, event: StepProgress | StepPreview) -> Awaitable[None] | None:
-            return on_step(event)
-
-        outcomes = await self.run_batch([(job_id, spec)], forward)
-        return outcomes[job_id]
 
     async def run_batch(
         self, jobs: Sequence[tuple[str, GenerationSpec]], on_step: BatchStepCallback
