@@ -16,7 +16,7 @@ Batching and identical results. Each member gets the image bytes it would get al
 - On the CPU kernels measured (MKL, oneDNN), attention, norms and large matmuls give each
   sample the same bits whatever the batch holds. Linears, convolutions and activations do not
   by themselves (few rows, bias fusion that depends on the input's layout, a batch of one,
-  thread splits); ``make_batch_invariant`` removes each cause in the transformer (see there).
+  thread splits); ``engine.batch_invariance`` removes each cause in the transformer (see there).
 - Checked with the demo model on random batches (guidance on and off, 1 to 4 members of 1 to 3
   images, 64 to 256 pixels): byte-identical in bf16, fp32 and FP8 on this project's CPUs (AMD
   EPYC, 2 threads, torch 2.13; Intel Xeon, 16 threads, torch 2.11) and in FP8 and bf16 on an
@@ -32,10 +32,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from diffusers.models import activations
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
     StableDiffusion3Pipeline,
 )
@@ -45,6 +43,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
 from PIL import Image
 
 from engine import fp8
+from engine.batch_invariance import make_batch_invariant
 from engine.config import ModelConfig
 from engine.image_encoding import encode_image
 from engine.job import (
@@ -76,9 +75,6 @@ Event = StepProgress | StepPreview
 BatchOutcome = GenerationOutput | GenerationCancelled
 logger = logging.getLogger(__name__)
 WARM_UP_STEPS = 2
-# Fewest rows a transformer Linear runs on (see the module docstring). Measured on MKL 2024.2 and
-# oneDNN 3.12 (torch 2.13, AVX-512): fp32 rows agree from 12 rows on, bf16 from 3.
-MIN_GEMM_ROWS = 16
 
 
 @dataclass
@@ -112,7 +108,7 @@ class Engine:
             device=loaded.device,
         )
         # A member of a batch must get the bits it would get alone (see the module docstring).
-        make_batch_invariant(pipe.transformer, MIN_GEMM_ROWS)
+        make_batch_invariant(pipe.transformer)
         # One pipeline object must not run twice at once: the scheduler's step index is shared.
         self._lock = threading.Lock()
 
@@ -352,81 +348,6 @@ def pipeline_weight_bytes(pipe: StableDiffusion3Pipeline) -> int:
     """Bytes every weight-holding component of ``pipe`` really stores (FP8 counted as FP8)."""
     modules = (getattr(pipe, name, None) for name in COMPONENTS)
     return sum(fp8.weight_bytes(m) for m in modules if isinstance(m, torch.nn.Module))
-
-
-def make_batch_invariant(module: torch.nn.Module, min_rows: int) -> None:
-    """Makes the layers of ``module`` compute a sample the same way whatever else it is batched
-    with, where they would not by themselves.
-
-    Measured causes (MKL and oneDNN, torch 2.11 and 2.13, AVX-512, AMD and Intel CPUs):
-
-    - A Linear's row count: with few rows (the conditioning path has one row per image and
-      guidance branch) MKL (fp32) and oneDNN (bf16, at SD3.5's widths) take other kernels for 1,
-      2 or 3 rows than for 16. Short inputs are padded with zero rows and the result cut back.
-    - A Linear's input layout: ``F.linear`` fuses the bias into the matmul for a contiguous 3-D
-      input but adds it afterwards for a strided one, and SD3's joint attention hands its output
-      Linears a slice that is contiguous for a batch of one and strided for more. Inputs are
-      flattened to one contiguous 2-D matrix first.
-    - A Conv2d's batch size: oneDNN's fp32 convolution (SD3's patch embedding, 16 channels in)
-      rounds a batch of one differently from larger ones.
-    - An activation's element count: GELU's tanh is vectorized, and where the element range is
-      split across threads (by its total size) the leftovers of each split take a scalar tanh
-      that rounds differently (fp32, 16 threads, torch 2.11).
-
-    Convolutions and activations therefore run one sample at a time. Costs a copy of strided
-    Linear inputs, a few zero rows for tiny ones, and one call per image instead of one per
-    batch for the patch embedding and the activations. Patches each module once; quanto's FP8
-    QLinear and QConv2d are a Linear and a Conv2d too.
-    """
-    for sub in module.modules():
-        if isinstance(sub.forward, _InvariantForward | _PerSampleForward):
-            continue
-        # An instance attribute shadows the class's forward; nn.Module.__call__ calls it.
-        if isinstance(sub, torch.nn.Linear):
-            sub.forward = _InvariantForward(sub.forward, min_rows)  # type: ignore[method-assign]
-        elif isinstance(sub, _PER_SAMPLE):
-            sub.forward = _PerSampleForward(sub.forward)  # type: ignore[method-assign]
-
-
-_PER_SAMPLE = (
-    torch.nn.Conv2d,
-    torch.nn.GELU,
-    torch.nn.SiLU,
-    activations.GELU,
-    activations.GEGLU,
-    activations.ApproximateGELU,
-    activations.SwiGLU,
-    activations.FP32SiLU,
-)
-
-
-class _InvariantForward:
-    """A Linear's forward on a contiguous 2-D input of at least ``min_rows`` rows."""
-
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], min_rows: int) -> None:
-        self.forward = forward
-        self.min_rows = min_rows
-
-    def __call__(self, input: torch.Tensor) -> torch.Tensor:  # Linear.forward's own name
-        width = input.shape[-1]
-        flat = input.reshape(-1, width).contiguous()
-        rows = flat.shape[0]
-        if 0 < rows < self.min_rows:
-            flat = torch.cat([flat, flat.new_zeros(self.min_rows - rows, width)])
-        out = self.forward(flat)[:rows]
-        return out.reshape(*input.shape[:-1], out.shape[-1])
-
-
-class _PerSampleForward:
-    """A module's forward run on one sample (first dimension) of its input at a time."""
-
-    def __init__(self, forward: Callable[..., torch.Tensor]) -> None:
-        self.forward = forward
-
-    def __call__(self, input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if input.dim() < 2 or input.shape[0] <= 1:
-            return self.forward(input, *args, **kwargs)
-        return torch.cat([self.forward(sample, *args, **kwargs) for sample in input.split(1)])
 
 
 @dataclass

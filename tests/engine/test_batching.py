@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from engine import fp8
-from engine.engine import MIN_GEMM_ROWS, Engine, make_batch_invariant
+from engine.batch_invariance import MIN_GEMM_ROWS, make_batch_invariant
+from engine.engine import Engine
 from engine.job import (
     GenerationCancelled,
     GenerationOutput,
