@@ -402,7 +402,7 @@ class FleetScheduler:
             return None
         fitting = []
         for device in self._devices.values():
-            if not self._kind_allowed(model.config, device):
+            if not device_allowed(model.config.device, device):
                 continue
             here = [slot for slot in model.active_slots() if slot.device.id == device.id]
             cap = model.device_caps.get(device.id)
@@ -416,12 +416,6 @@ class FleetScheduler:
             if room >= needed and room > 0:
                 fitting.append((len(here), -room, device.id, device))
         return min(fitting)[3] if fitting else None
-
-    def _kind_allowed(self, config: ModelConfig, device: DeviceSnapshot) -> bool:
-        """A model configured for ``cuda`` goes on GPUs, for ``cpu`` on the host, ``auto``
-        anywhere."""
-        wanted = config.device.split(":", 1)[0]
-        return wanted in ("auto", device.kind)
 
     def _starting_bytes(self, device: DeviceSnapshot) -> int:
         """Memory that replicas still loading on the device will take but do not hold yet."""
@@ -745,3 +739,12 @@ class FleetScheduler:
 
 def _ran_out_of_memory(outcome: ipc.JobDone | ipc.JobCancelled | ipc.JobFailed) -> bool:
     return isinstance(outcome, ipc.JobFailed) and outcome.out_of_memory
+
+
+def device_allowed(setting: str, device: DeviceSnapshot) -> bool:
+    """Whether a model whose ``device`` setting is ``setting`` may run on ``device``: ``auto``
+    anywhere, ``cuda`` on any GPU, ``cuda:N`` on GPU N only, ``cpu`` on the host."""
+    if setting == "auto":
+        return True
+    kind, _, index = setting.partition(":")
+    return kind == device.kind and (not index or device.engine_device == setting)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import DEMO_SOURCE, ModelConfig, PrecisionPolicy
+from scheduler.fleet import device_allowed
 from scheduler.inventory import DeviceInventory, DeviceSnapshot
 from scheduler.nvml_inventory import InventoryError
 from scheduler.placement import (
@@ -241,19 +242,12 @@ def replica_bounds(model: ModelConfig, args: argparse.Namespace) -> tuple[int, i
 
 
 def eligible_devices(device: str, devices: Sequence[DeviceSnapshot]) -> frozenset[str] | None:
-    """The devices a model configured with ``device`` may use (None: all of them)."""
-    gpus = [snapshot.id for snapshot in devices if snapshot.kind == "cuda"]
-    cpus = [snapshot.id for snapshot in devices if snapshot.kind == "cpu"]
-    if device == "auto":
-        return frozenset(gpus or cpus)
-    if device == "cpu":
-        return frozenset(cpus)
-    if device == "cuda":
-        return frozenset(gpus)
-    if device.startswith("cuda:") and device[5:].isdigit():
-        index = int(device[5:])
-        return frozenset(gpus[index : index + 1])
-    return frozenset()
+    """The devices a model configured with ``device`` may use: the scheduler's rule
+    (``scheduler.fleet.device_allowed``), where ``auto`` prefers the GPUs when there are any."""
+    allowed = [snapshot for snapshot in devices if device_allowed(device, snapshot)]
+    if device == "auto" and any(snapshot.kind == "cuda" for snapshot in allowed):
+        allowed = [snapshot for snapshot in allowed if snapshot.kind == "cuda"]
+    return frozenset(snapshot.id for snapshot in allowed)
 
 
 def _ids(ids: frozenset[str]) -> str:
