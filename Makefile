@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest stubs clean
+.PHONY: install system-deps demo test lint typecheck pytest stubs clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Debian packages some tests need (scripts/system-packages.txt); a no-op when all are present.
+system-deps:
+	bash scripts/install-system-deps.sh
+
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
@@ -27,7 +31,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
