@@ -70,6 +70,7 @@ from engine.precision import (
 )
 from engine.preview import flow_x0_estimate, latents_to_images
 from engine.provenance import device_info, library_versions
+from engine.worker_tracing import UNTRACED, BatchRecorder
 
 Event = StepProgress | StepPreview
 BatchOutcome = GenerationOutput | GenerationCancelled
@@ -185,6 +186,7 @@ class Engine:
         specs: Sequence[GenerationSpec],
         on_event: Callable[[int, Event], None],
         should_stop: Callable[[int], bool],
+        recorder: BatchRecorder = UNTRACED,
     ) -> list[BatchOutcome]:
         """Runs ``specs`` (equal ``batch_key``) through one denoising loop.
 
@@ -202,6 +204,8 @@ class Engine:
         Timings are a member's own for text encoding, decoding and image encoding; denoising
         is the shared loop's time. Time spent on other members' phases is in none of them.
 
+        ``recorder`` times each phase for the members it traces (``engine.worker_tracing``).
+
         Raises ValueError when ``specs`` is empty or holds different batch keys.
         """
         if not specs:
@@ -217,34 +221,46 @@ class Engine:
                     outcomes[index] = GenerationCancelled(0)
                     continue
                 started = time.perf_counter()
-                embeddings = self._encode_prompt(spec)
+                with recorder.phase("text_encoding", [index]):
+                    embeddings = self._encode_prompt(spec)
                 members.append(_Member(index, spec, embeddings, self._sync_clock() - started))
             members = _still_running(members, should_stop, outcomes, completed_steps=0)
             if members:
                 denoise_started = time.perf_counter()
-                latents = self._denoise(members, on_event, should_stop, outcomes)
-                denoising_s = self._sync_clock() - denoise_started
+                with recorder.phase(
+                    "denoising",
+                    [member.index for member in members],
+                    **self._trace_attributes(len(members)),
+                ):
+                    latents = self._denoise(members, on_event, should_stop, outcomes)
+                    denoising_s = self._sync_clock() - denoise_started
                 for member in members:
                     if outcomes[member.index] is not None:
                         continue  # stopped during the loop
                     if should_stop(member.index):
                         outcomes[member.index] = GenerationCancelled(member.spec.steps)
                         continue
-                    outcomes[member.index] = self._finish(member, latents, denoising_s)
+                    outcomes[member.index] = self._finish(member, latents, denoising_s, recorder)
         return [_filled(outcome) for outcome in outcomes]
 
     def _finish(
-        self, member: _Member, latents: torch.Tensor, denoising_s: float
+        self,
+        member: _Member,
+        latents: torch.Tensor,
+        denoising_s: float,
+        recorder: BatchRecorder,
     ) -> GenerationOutput:
         """Decodes and encodes one member's images, alone (the shapes of a lone request)."""
         spec = member.spec
         started = time.perf_counter()
-        pil_images = self._decode(latents[member.rows])
-        decode_done = self._sync_clock()
-        images = tuple(
-            encode_image(image, spec.output_format, spec.quality, seed)
-            for image, seed in zip(pil_images, spec.image_seeds(), strict=True)
-        )
+        with recorder.phase("vae_decode", [member.index]):
+            pil_images = self._decode(latents[member.rows])
+            decode_done = self._sync_clock()
+        with recorder.phase("image_encoding", [member.index], format=spec.output_format.value):
+            images = tuple(
+                encode_image(image, spec.output_format, spec.quality, seed)
+                for image, seed in zip(pil_images, spec.image_seeds(), strict=True)
+            )
         timings = Timings(
             text_encoding_s=member.text_encoding_s,
             denoising_s=denoising_s,
@@ -336,6 +352,19 @@ class Engine:
             decoded, output_type="pil"
         )
         return images
+
+    def _trace_attributes(self, batch_size: int) -> dict[str, str | int]:
+        """What a traced denoising phase says about where and how it ran."""
+        attributes: dict[str, str | int] = {
+            "pointillist.batch_size": batch_size,
+            "pointillist.device.id": self.loaded.device.id,
+            "pointillist.device.kind": self.loaded.device.kind,
+        }
+        for precision in self.loaded.precisions:
+            attributes[f"pointillist.precision.{precision.component}"] = (
+                f"{precision.weights}/{precision.compute}"
+            )
+        return attributes
 
     def _sync_clock(self) -> float:
         # CUDA runs asynchronously: wait for the phase's kernels so its time is its own.

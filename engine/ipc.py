@@ -10,10 +10,11 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.config import ModelConfig
 from engine.job import GenerationOutput, GenerationSpec, LoadedModel, StepPreview, StepProgress
+from engine.worker_tracing import SpanRecord
 
 _HEADER = struct.Struct(">I")
 
@@ -33,10 +34,12 @@ class LoadModel:
 
 @dataclass(frozen=True)
 class RunJob:
-    """One member of a batch."""
+    """One member of a batch. ``trace_context`` is the W3C carrier (``traceparent``, maybe
+    ``tracestate``) of the server's dispatch span; empty when the job is not traced."""
 
     job_id: str
     spec: GenerationSpec
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,12 @@ class StepEvent:
 
 @dataclass(frozen=True)
 class JobDone:
-    """The job finished with a result."""
+    """The job finished with a result. ``spans``: its traced phases (``engine.worker_tracing``),
+    here and in JobCancelled and JobFailed; empty when it is not traced."""
 
     job_id: str
     output: GenerationOutput
+    spans: tuple[SpanRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class JobCancelled:
     job_id: str
     completed_steps: int
     steps_after_cancel: int
+    spans: tuple[SpanRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class JobFailed:
     job_id: str
     message: str
     out_of_memory: bool = False
+    spans: tuple[SpanRecord, ...] = ()
 
 
 ToWorker = LoadModel | RunBatch | CancelJob | Shutdown

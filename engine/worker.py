@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from engine import ipc
 from engine.job import GenerationCancelled, GenerationOutput, StepPreview, StepProgress
+from engine.worker_tracing import BatchRecorder, SpanRecord
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -40,6 +41,8 @@ class _RunningJob:
     job_id: str
     completed_steps: int = 0
     steps_at_cancel: int | None = None
+    # When the last step ended, in the loop's clock (StepProgress.elapsed_s): a step's duration.
+    last_step_elapsed_s: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -122,10 +125,14 @@ class Worker:
                     member.cancel.set()
                 self._running[member.job_id] = member
 
+        recorder = BatchRecorder([bool(job.trace_context) for job in batch.jobs])
+
         def on_event(index: int, event: StepProgress | StepPreview) -> None:
             member = members[index]
             if isinstance(event, StepProgress):
                 member.completed_steps = event.step
+                if recorder.enabled:
+                    _record_step(recorder, index, member, event)
             self.send(ipc.StepEvent(job_id=member.job_id, event=event))
 
         try:
@@ -134,18 +141,24 @@ class Worker:
                 [job.spec for job in batch.jobs],
                 on_event,
                 lambda index: members[index].cancel.is_set(),
+                recorder,
             )
-            for member, outcome in zip(members, outcomes, strict=True):
-                self.send(_outcome_message(member, outcome))
+            for index, (member, outcome) in enumerate(zip(members, outcomes, strict=True)):
+                self.send(_outcome_message(member, outcome, recorder.records(index)))
         except Exception as exc:
-            log.exception("batch %s failed", [member.job_id for member in members])
+            log.exception(
+                "batch %s failed (trace ids %s)",
+                [member.job_id for member in members],
+                [_trace_id(job.trace_context) for job in batch.jobs],
+            )
             out_of_memory = _is_out_of_memory(exc)
-            for member in members:
+            for index, member in enumerate(members):
                 self.send(
                     ipc.JobFailed(
                         job_id=member.job_id,
                         message=f"{type(exc).__name__}: {exc}",
                         out_of_memory=out_of_memory,
+                        spans=recorder.records(index),
                     )
                 )
         finally:
@@ -155,16 +168,51 @@ class Worker:
 
 
 def _outcome_message(
-    member: _RunningJob, outcome: GenerationOutput | GenerationCancelled
+    member: _RunningJob,
+    outcome: GenerationOutput | GenerationCancelled,
+    spans: tuple[SpanRecord, ...],
 ) -> ipc.FromWorker:
     if isinstance(outcome, GenerationOutput):
-        return ipc.JobDone(job_id=member.job_id, output=outcome)
+        return ipc.JobDone(job_id=member.job_id, output=outcome, spans=spans)
     at_cancel = member.steps_at_cancel or 0
     return ipc.JobCancelled(
         job_id=member.job_id,
         completed_steps=outcome.completed_steps,
         steps_after_cancel=max(0, outcome.completed_steps - at_cancel),
+        spans=spans,
     )
+
+
+def _record_step(
+    recorder: BatchRecorder, index: int, member: _RunningJob, event: StepProgress
+) -> None:
+    """One event per denoising step on the member's denoising span, with the step's duration;
+    the last step also notes the replica's memory (what it holds at its peak of the job)."""
+    duration = event.elapsed_s - member.last_step_elapsed_s
+    member.last_step_elapsed_s = event.elapsed_s
+    recorder.event(
+        index,
+        "denoising",
+        "step",
+        **{"pointillist.step": event.step, "pointillist.step.duration_s": duration},
+    )
+    if event.step == event.total_steps:
+        recorder.annotate(index, "denoising", **{"pointillist.replica.memory_bytes": _memory()})
+
+
+def _memory() -> int:
+    """The replica's memory: the CUDA allocator's reservation on a GPU, else resident memory."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.memory_reserved())
+    return _resident_bytes()
+
+
+def _trace_id(carrier: dict[str, str]) -> str:
+    """The trace id of a W3C ``traceparent`` (version-traceid-spanid-flags), or "" if none."""
+    parts = carrier.get("traceparent", "").split("-")
+    return parts[1] if len(parts) == 4 else ""
 
 
 def _inject_faults(batch: ipc.RunBatch) -> None:

@@ -580,7 +580,9 @@ class FleetScheduler:
             by_id[job_id].publish(event)
 
         try:
-            outcomes = await replica.run_batch([(job.id, job.spec) for job in jobs], on_step)
+            outcomes = await replica.run_batch(
+                [(job.id, job.spec, job.trace_context) for job in jobs], on_step
+            )
         except WorkerDiedError as exc:
             for job in jobs:
                 self._retry_or_fail(model, job, ReplicaCrashedError(str(exc)))
@@ -591,6 +593,8 @@ class FleetScheduler:
                 timer.cancel()
             model.last_activity = time.monotonic()
             self._notify()
+        for job in jobs:
+            job.report_worker_spans(outcomes[job.id].spans)
         out_of_memory = [job for job in jobs if _ran_out_of_memory(outcomes[job.id])]
         if out_of_memory:
             self._handle_out_of_memory(model, slot, out_of_memory)

@@ -8,8 +8,10 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from engine.job import DeviceInfo, GenerationOutput, GenerationSpec, StepPreview, StepProgress
+from engine.worker_tracing import SpanRecord
 from scheduler.errors import SchedulerError
 
 
@@ -47,6 +49,20 @@ class Started:
 JobEvent = Queued | Started | StepProgress | StepPreview | GenerationOutput
 
 
+class JobObserver(Protocol):
+    """Told of everything that happens to a job, synchronously, as it happens (the server's
+    traces, metrics and logs). Must be quick and must not raise."""
+
+    def on_event(self, job: Job, event: JobEvent) -> None:
+        """An event was published (it is already in the job's history)."""
+
+    def on_worker_spans(self, job: Job, spans: tuple[SpanRecord, ...]) -> None:
+        """A run of the job ended in its worker, which recorded these phases."""
+
+    def on_finished(self, job: Job) -> None:
+        """The job ended: ``job.state`` says how, ``job.error`` why if it failed."""
+
+
 class Job:
     """One accepted generation. Events are kept so a late watcher sees the whole story."""
 
@@ -77,6 +93,20 @@ class Job:
         self._history: list[JobEvent] = []
         # Replaced on every change; a watcher holds the one it saw, so no wake-up is ever lost.
         self._changed = asyncio.Event()
+        self._observers: list[JobObserver] = []
+        # The W3C carrier of the span the job's next run belongs to (set by an observer when
+        # the job starts); sent to the worker, which traces the run only when it is non-empty.
+        self.trace_context: dict[str, str] = {}
+
+    def observe(self, observer: JobObserver) -> None:
+        """Tell ``observer`` of everything from now on (the history so far is in ``history``)."""
+        self._observers.append(observer)
+
+    def report_worker_spans(self, spans: tuple[SpanRecord, ...]) -> None:
+        """The phases a worker recorded for one run of the job."""
+        if spans:
+            for observer in self._observers:
+                observer.on_worker_spans(self, spans)
 
     @property
     def history(self) -> tuple[JobEvent, ...]:
@@ -98,6 +128,8 @@ class Job:
             self.state = JobState.RUNNING
             self.started_at = time.monotonic()
         self._history.append(event)
+        for observer in self._observers:
+            observer.on_event(self, event)
         if isinstance(event, GenerationOutput):
             self._finish(JobState.SUCCEEDED)
         self._wake()
@@ -117,6 +149,8 @@ class Job:
     def _finish(self, state: JobState) -> None:
         self.state = state
         self.finished_at = time.monotonic()
+        for observer in self._observers:
+            observer.on_finished(self)
 
     async def events(self) -> AsyncIterator[JobEvent]:
         """Every event from the first, then live ones; raises the job's error if it failed."""

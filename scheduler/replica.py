@@ -133,16 +133,19 @@ class Replica:
         return message
 
     async def run_batch(
-        self, jobs: Sequence[tuple[str, GenerationSpec]], on_step: BatchStepCallback
+        self,
+        jobs: Sequence[tuple[str, GenerationSpec, dict[str, str]]],
+        on_step: BatchStepCallback,
     ) -> dict[str, JobOutcome]:
-        """Run jobs in one pipeline call; ``on_step(job_id, event)`` gets each job's events.
+        """Run jobs (id, spec, W3C trace carrier) in one pipeline call; ``on_step(job_id,
+        event)`` gets each job's events.
 
         Returns each job's outcome. Raises WorkerDiedError if the worker dies meanwhile.
         """
         self.state = ReplicaState.BUSY
         outcomes: dict[str, JobOutcome] = {}
         try:
-            await self._send(ipc.RunBatch(tuple(ipc.RunJob(job_id, spec) for job_id, spec in jobs)))
+            await self._send(ipc.RunBatch(tuple(ipc.RunJob(*job) for job in jobs)))
             while len(outcomes) < len(jobs):
                 message = await self._inbox.get()
                 if message is None:

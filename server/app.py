@@ -24,6 +24,7 @@ from server.job_servicer import JobServicer
 from server.servicer import GenerationServicer
 from server.settings import ServerSettings
 from server.status_servicer import StatusServicer
+from server.telemetry import Telemetry, metrics_host
 
 log = logging.getLogger("pointillist.server")
 
@@ -43,6 +44,7 @@ class RunningServer:
     scheduler: Scheduler
     health: health_aio.HealthServicer
     ready: asyncio.Task[None]
+    telemetry: Telemetry
 
     async def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -57,6 +59,7 @@ class RunningServer:
         await self.scheduler.drain(grace_s)
         # Jobs are over; the short grace lets their last messages reach the callers.
         await self.server.stop(grace=2.0)
+        self.telemetry.shutdown()
         log.info("stopped")
 
 
@@ -85,21 +88,32 @@ def open_inventory(spec: str) -> DeviceInventory:
 
 
 async def create_server(
-    settings: ServerSettings, scheduler: Scheduler | None = None
+    settings: ServerSettings,
+    scheduler: Scheduler | None = None,
+    telemetry: Telemetry | None = None,
 ) -> RunningServer:
     """Bind ``settings.address`` (port 0 picks a free port), start serving and warming replicas.
 
     Health answers NOT_SERVING until every model has a warm replica, then SERVING.
+    ``telemetry`` defaults to what the OTEL_* variables and ``settings.metrics_port`` ask for.
     """
     scheduler = scheduler or build_scheduler(settings)
+    telemetry = telemetry or Telemetry.from_environment(
+        settings.metrics_port, metrics_host(settings.address)
+    )
     server = grpc.aio.server(
+        interceptors=telemetry.interceptors(),
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", settings.max_response_bytes),
-        ]
+        ],
     )
-    pb_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(scheduler), server)
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(scheduler), server)
+    pb_grpc.add_GenerationServiceServicer_to_server(
+        GenerationServicer(scheduler, telemetry.jobs), server
+    )
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(
+        JobServicer(scheduler, telemetry=telemetry.jobs), server
+    )
     status_pb2_grpc.add_StatusServiceServicer_to_server(StatusServicer(scheduler), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -115,9 +129,15 @@ async def create_server(
     )
     port = server.add_insecure_port(settings.address)
     running = RunningServer(
-        server, port, scheduler, health, ready=asyncio.create_task(asyncio.sleep(0))
+        server,
+        port,
+        scheduler,
+        health,
+        ready=asyncio.create_task(asyncio.sleep(0)),
+        telemetry=telemetry,
     )
     await running.set_serving(False)
+    telemetry.start(scheduler.status, asyncio.get_running_loop())
     await server.start()
     await scheduler.start()
     running.ready = asyncio.create_task(_serve_when_ready(running), name="readiness")

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from server import logs
+from server.logs import LOG_FORMATS
 from server.settings import ConfigError, ServerSettings, load_settings
 
 log = logging.getLogger("pointillist.server")
@@ -45,7 +47,16 @@ def register_serve(subparsers: Any) -> None:
     parser.add_argument(
         "--drain-grace", dest="drain_grace_s", type=float, help="seconds to finish jobs on SIGTERM"
     )
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (0: off, default)"
+    )
     parser.add_argument("--log-level", default=os.environ.get("POINTILLIST_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("POINTILLIST_LOG_FORMAT", "text"),
+        help="text (default) or json: one object a line with trace, span and job ids",
+    )
     parser.set_defaults(func=run_serve)
 
 
@@ -61,7 +72,7 @@ def register_quantize(subparsers: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_level)
+    logs.configure(args.log_level, args.log_format)
     flags = {
         key: getattr(args, key)
         for key in (
@@ -75,6 +86,7 @@ def run_serve(args: argparse.Namespace) -> int:
             "max_batch_size",
             "reserve_gib",
             "drain_grace_s",
+            "metrics_port",
         )
         if getattr(args, key) is not None
     }
@@ -89,11 +101,15 @@ def run_serve(args: argparse.Namespace) -> int:
 async def serve(settings: ServerSettings) -> int:
     """Run until SIGTERM or SIGINT, then drain. Exit 0 after a clean drain, 1 if startup failed."""
     from server.app import create_server
+    from server.telemetry import TelemetryConfigError
 
     try:
         running = await create_server(settings)
     except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
         print(f"pointillist serve: cannot listen on {settings.address}: {exc}", file=sys.stderr)
+        return 1
+    except (TelemetryConfigError, OSError) as exc:  # a bad OTEL_* value, a taken metrics port
+        print(f"pointillist serve: telemetry: {exc}", file=sys.stderr)
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ from scheduler.errors import SchedulerError
 from scheduler.interface import Scheduler
 from scheduler.job import Job
 from server import conversion, errors, submission
+from server.job_telemetry import JobTelemetry
 
 CANCEL_WAIT_S = 10.0
 """How long CancelJob waits for a running job to stop (the engine stops within one step)."""
@@ -25,9 +26,15 @@ class JobServicer(jobs_grpc.JobServiceServicer):
     """Thin, like GenerationServicer; unlike it, a job here is never tied to an RPC's lifetime:
     a watcher that leaves, or a SubmitJob call that ends, leaves the job running."""
 
-    def __init__(self, scheduler: Scheduler, cancel_wait_s: float = CANCEL_WAIT_S) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        cancel_wait_s: float = CANCEL_WAIT_S,
+        telemetry: JobTelemetry | None = None,
+    ) -> None:
         self._scheduler = scheduler
         self._cancel_wait_s = cancel_wait_s
+        self._telemetry = telemetry
 
     async def SubmitJob(
         self, request: jobs_pb.SubmitJobRequest, context: grpc.aio.ServicerContext
@@ -39,6 +46,7 @@ class JobServicer(jobs_grpc.JobServiceServicer):
                 request.priority,
                 context,
                 bound_by_call_deadline=False,
+                telemetry=self._telemetry,
             )
         except Exception as exc:
             await errors.abort(context, exc)

@@ -13,13 +13,15 @@ from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from scheduler.interface import Scheduler
 from scheduler.job import Job
 from server import conversion, errors, submission
+from server.job_telemetry import JobTelemetry
 
 
 class GenerationServicer(pb_grpc.GenerationServiceServicer):
     """Thin: every decision lives in server.validation, the scheduler, or server.errors."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, telemetry: JobTelemetry | None = None) -> None:
         self._scheduler = scheduler
+        self._telemetry = telemetry
 
     async def StreamGenerate(
         self, request: pb.StreamGenerateRequest, context: grpc.aio.ServicerContext
@@ -60,7 +62,12 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         job: Job | None = None
         try:
             job = submission.submit(
-                self._scheduler, params, priority, context, bound_by_call_deadline=True
+                self._scheduler,
+                params,
+                priority,
+                context,
+                bound_by_call_deadline=True,
+                telemetry=self._telemetry,
             )
             yield job
         except Exception as exc:

@@ -42,6 +42,8 @@ class ServerSettings:
     max_response_bytes: int = 64 << 20
     inventory: str = "auto"
     scheduler: FleetSettings = field(default_factory=FleetSettings)
+    # Prometheus text endpoint on this port (on the address's host); 0: none.
+    metrics_port: int = 0
 
 
 _SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"models", "scheduler"}

@@ -11,6 +11,7 @@ from pointillist.v1 import generation_pb2 as pb
 from scheduler.interface import Scheduler
 from scheduler.job import Job
 from server import conversion
+from server.job_telemetry import JobTelemetry
 from server.validation import resolve_parameters
 
 
@@ -21,19 +22,28 @@ def submit(
     context: grpc.aio.ServicerContext,
     *,
     bound_by_call_deadline: bool,
+    telemetry: JobTelemetry | None = None,
 ) -> Job:
     """Validate and submit; raises the domain errors that server.errors maps to statuses.
 
     ``bound_by_call_deadline``: StreamGenerate and Generate hand their RPC deadline to the job;
-    SubmitJob does not (the job outlives the call).
+    SubmitJob does not (the job outlives the call). ``telemetry`` traces the validation and
+    observes the job (spans, metrics, its closing log line).
     """
     scheduling_priority = conversion.scheduling_priority(priority)
     models = {status.config.id: status.config for status in scheduler.models()}
-    spec = resolve_parameters(params, models, scheduler.default_model())
+    if telemetry is None:
+        spec = resolve_parameters(params, models, scheduler.default_model())
+    else:
+        with telemetry.validating():
+            spec = resolve_parameters(params, models, scheduler.default_model())
     deadline = None
     remaining = context.time_remaining() if bound_by_call_deadline else None
     if remaining is not None:
         deadline = time.monotonic() + remaining
-    return scheduler.submit(
+    job = scheduler.submit(
         spec, deadline=deadline, priority=scheduling_priority, caller=conversion.caller(context)
     )
+    if telemetry is not None:
+        telemetry.attach(job)
+    return job
