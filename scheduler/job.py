@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -13,6 +14,8 @@ from typing import Protocol
 from engine.job import DeviceInfo, GenerationOutput, GenerationSpec, StepPreview, StepProgress
 from engine.worker_tracing import SpanRecord
 from scheduler.errors import SchedulerError
+
+log = logging.getLogger("pointillist.scheduler")
 
 
 class JobState(StrEnum):
@@ -105,8 +108,7 @@ class Job:
     def report_worker_spans(self, spans: tuple[SpanRecord, ...]) -> None:
         """The phases a worker recorded for one run of the job."""
         if spans:
-            for observer in self._observers:
-                observer.on_worker_spans(self, spans)
+            self._tell(lambda observer: observer.on_worker_spans(self, spans))
 
     @property
     def history(self) -> tuple[JobEvent, ...]:
@@ -128,8 +130,7 @@ class Job:
             self.state = JobState.RUNNING
             self.started_at = time.monotonic()
         self._history.append(event)
-        for observer in self._observers:
-            observer.on_event(self, event)
+        self._tell(lambda observer: observer.on_event(self, event))
         if isinstance(event, GenerationOutput):
             self._finish(JobState.SUCCEEDED)
         self._wake()
@@ -149,8 +150,15 @@ class Job:
     def _finish(self, state: JobState) -> None:
         self.state = state
         self.finished_at = time.monotonic()
+        self._tell(lambda observer: observer.on_finished(self))
+
+    def _tell(self, call: Callable[[JobObserver], None]) -> None:
+        # Telemetry must never break a job: an observer that raises is logged and skipped.
         for observer in self._observers:
-            observer.on_finished(self)
+            try:
+                call(observer)
+            except Exception:
+                log.exception("a job observer failed on job %s", self.id)
 
     async def events(self) -> AsyncIterator[JobEvent]:
         """Every event from the first, then live ones; raises the job's error if it failed."""

@@ -16,6 +16,7 @@ import grpc
 from scheduler.job import Job
 from server.app import RunningServer, create_server
 from server.settings import ServerSettings
+from server.telemetry import Telemetry
 
 T = TypeVar("T")
 
@@ -23,17 +24,21 @@ STARTUP_TIMEOUT_S = 240.0
 
 
 class ServerThread:
-    """Starts ``create_server(settings)`` on a private loop; ``stop()`` drains it."""
+    """Starts ``create_server(settings)`` on a private loop; ``stop()`` drains it.
 
-    def __init__(self, settings: ServerSettings) -> None:
+    ``telemetry``: the server's (default: what the OTEL_* variables ask for, at start).
+    """
+
+    def __init__(self, settings: ServerSettings, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
+        self.telemetry = telemetry
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="server", daemon=True)
         self.running: RunningServer | None = None
 
     def start(self, wait_ready: bool = True) -> ServerThread:
         self._thread.start()
-        self.running = self.call(create_server(self.settings))
+        self.running = self.call(create_server(self.settings, telemetry=self.telemetry))
         if wait_ready:
             self.wait_ready()
         return self
