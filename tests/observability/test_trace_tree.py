@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import grpc
 import pytest
@@ -79,7 +80,8 @@ def rpc_done(rpc: str) -> Callable[[list[ReadableSpan]], bool]:
     return lambda spans: any(s.name == rpc for s in spans)
 
 
-def by_name(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
+def by_name(spans: list[ReadableSpan]) -> dict[str, Any]:
+    """Spans by name (typed loosely: their optional fields are all set once they ended)."""
     names = [s.name for s in spans]
     assert len(names) == len(set(names)), names
     return {s.name: s for s in spans}
