@@ -9,8 +9,6 @@ scrape, an OTLP export). Without a meter provider every instrument is OpenTeleme
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -26,8 +24,6 @@ LATENCY_BUCKETS_S = (
 STEP_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 )  # fmt: skip
-STATUS_MAX_AGE_S = 0.5
-"""One collection reads every gauge; they share one status read this young."""
 STATUS_TIMEOUT_S = 2.0
 
 
@@ -104,25 +100,16 @@ class ServerMetrics:
 
 
 class _StatusReader:
-    """``status()`` on the scheduler's loop, shared by the gauges of one collection."""
+    """``status()`` read on the scheduler's loop, for gauge callbacks on a reader's thread."""
 
     def __init__(
         self, status: Callable[[], SchedulerStatus], loop: asyncio.AbstractEventLoop
     ) -> None:
         self._status = status
         self._loop = loop
-        self._lock = threading.Lock()
-        self._cached: tuple[float, SchedulerStatus] | None = None
 
     def read(self) -> SchedulerStatus | None:
-        with self._lock:
-            now = time.monotonic()
-            if self._cached is not None and now - self._cached[0] < STATUS_MAX_AGE_S:
-                return self._cached[1]
-            status = self._read_on_loop()
-            if status is not None:
-                self._cached = (now, status)
-            return status
+        return self._read_on_loop()
 
     def _read_on_loop(self) -> SchedulerStatus | None:
         if self._loop.is_closed():

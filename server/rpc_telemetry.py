@@ -9,6 +9,7 @@ span is current here. It fills one gap of that instrumentation: our handlers end
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -85,15 +86,22 @@ class RpcTelemetry(grpc.aio.ServerInterceptor):
     def _stream(
         self,
         method: str,
-        behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+        behavior: Callable[[Any, grpc.aio.ServicerContext], Any],
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             current_rpc.set(RpcLogContext(method, _job_id(request)))
             error: BaseException | None = None
             try:
-                async for response in behavior(request, context):
-                    yield response
+                responses = behavior(request, context)
+                if inspect.isawaitable(responses):
+                    # A handler that writes with context.write (grpc's health Watch): as an
+                    # async generator that yields nothing, it also fits the OpenTelemetry
+                    # interceptor around this one, which iterates whatever it wraps.
+                    await responses
+                else:
+                    async for response in responses:
+                        yield response
             except BaseException as exc:
                 error = exc
                 raise

@@ -99,7 +99,7 @@ class Telemetry:
             from prometheus_client import CollectorRegistry
 
             registry = CollectorRegistry(auto_describe=True)
-            readers.append(PrometheusMetricReader(registry=registry))
+            readers.append(PrometheusMetricReader(scope_info_enabled=False, registry=registry))
         meter_provider = (
             MeterProvider(resource=resource, metric_readers=readers) if readers else None
         )
