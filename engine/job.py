@@ -132,6 +132,9 @@ class Timings:
     decoding_s: float = 0.0
     image_encoding_s: float = 0.0
     total_s: float = 0.0
+    # True when the prompt embeddings came from the replica's cache (``engine.embedding_cache``):
+    # the text encoders did not run and ``text_encoding_s`` is the lookup alone.
+    text_encoding_cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,9 @@ class GenerationOutput:
     images: tuple[EncodedImage, ...]
     timings: Timings
     provenance: Provenance
+    # True when the result came from the result cache (``scheduler.caching_scheduler``): no
+    # replica ran, and the images are those of an earlier identical request.
+    cached: bool = False
 
 
 @dataclass(frozen=True)
