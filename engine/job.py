@@ -80,6 +80,9 @@ class EncodedImage:
     width: int
     height: int
     seed: int = 0
+    # Where the server's output store put the image ("" when none did); ``data`` may then be
+    # empty (the server's output_inline off). Set by the server, never by the engine.
+    url: str = ""
 
 
 @dataclass(frozen=True)

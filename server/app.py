@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from pointillist.v1 import jobs_pb2, jobs_pb2_grpc, status_pb2, status_pb2_grpc
+from scheduler.caching_scheduler import CachingScheduler
 from scheduler.cpu_inventory import CpuInventory
 from scheduler.fleet import FleetScheduler
 from scheduler.interface import Scheduler
@@ -24,6 +25,7 @@ from server.job_servicer import JobServicer
 from server.servicer import GenerationServicer
 from server.settings import ServerSettings
 from server.status_servicer import StatusServicer
+from server.storage import build_output_publisher, build_result_store
 
 log = logging.getLogger("pointillist.server")
 
@@ -43,6 +45,8 @@ class RunningServer:
     scheduler: Scheduler
     health: health_aio.HealthServicer
     ready: asyncio.Task[None]
+    # The result cache in front of ``scheduler`` (what the generation and job services use).
+    results: CachingScheduler | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -54,7 +58,7 @@ class RunningServer:
         log.info("draining: up to %.0fs for accepted jobs", grace_s)
         self.ready.cancel()
         await self.set_serving(False)
-        await self.scheduler.drain(grace_s)
+        await (self.results or self.scheduler).drain(grace_s)
         # Jobs are over; the short grace lets their last messages reach the callers.
         await self.server.stop(grace=2.0)
         log.info("stopped")
@@ -98,8 +102,12 @@ async def create_server(
             ("grpc.max_send_message_length", settings.max_response_bytes),
         ]
     )
-    pb_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(scheduler), server)
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(scheduler), server)
+    results = CachingScheduler(
+        scheduler, build_result_store(settings), settings.scheduler.job_retention_s
+    )
+    outputs = build_output_publisher(settings)
+    pb_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(results, outputs), server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(results, outputs=outputs), server)
     status_pb2_grpc.add_StatusServiceServicer_to_server(StatusServicer(scheduler), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -115,7 +123,12 @@ async def create_server(
     )
     port = server.add_insecure_port(settings.address)
     running = RunningServer(
-        server, port, scheduler, health, ready=asyncio.create_task(asyncio.sleep(0))
+        server,
+        port,
+        scheduler,
+        health,
+        ready=asyncio.create_task(asyncio.sleep(0)),
+        results=results,
     )
     await running.set_serving(False)
     await server.start()

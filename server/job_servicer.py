@@ -10,10 +10,12 @@ import grpc
 
 from pointillist.v1 import jobs_pb2 as jobs_pb
 from pointillist.v1 import jobs_pb2_grpc as jobs_grpc
+from scheduler.caching_scheduler import CachingScheduler
 from scheduler.errors import SchedulerError
-from scheduler.interface import Scheduler
 from scheduler.job import Job
 from server import conversion, errors, submission
+from server.output_store import OutputPublisher
+from server.servicer import published
 
 CANCEL_WAIT_S = 10.0
 """How long CancelJob waits for a running job to stop (the engine stops within one step)."""
@@ -25,15 +27,21 @@ class JobServicer(jobs_grpc.JobServiceServicer):
     """Thin, like GenerationServicer; unlike it, a job here is never tied to an RPC's lifetime:
     a watcher that leaves, or a SubmitJob call that ends, leaves the job running."""
 
-    def __init__(self, scheduler: Scheduler, cancel_wait_s: float = CANCEL_WAIT_S) -> None:
+    def __init__(
+        self,
+        scheduler: CachingScheduler,
+        cancel_wait_s: float = CANCEL_WAIT_S,
+        outputs: OutputPublisher | None = None,
+    ) -> None:
         self._scheduler = scheduler
         self._cancel_wait_s = cancel_wait_s
+        self._outputs = outputs
 
     async def SubmitJob(
         self, request: jobs_pb.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb.SubmitJobResponse:
         try:
-            job = submission.submit(
+            job = await submission.submit(
                 self._scheduler,
                 request.parameters,
                 request.priority,
@@ -51,7 +59,7 @@ class JobServicer(jobs_grpc.JobServiceServicer):
             job = self._scheduler.get_job(request.job_id)
             # A watcher that leaves stops here (the generator is closed); the job runs on.
             async for event in job.events():
-                yield conversion.watch_response(job, event)
+                yield conversion.watch_response(job, await published(self._outputs, event))
         except Exception as exc:
             await errors.abort(context, exc)
 
@@ -60,9 +68,12 @@ class JobServicer(jobs_grpc.JobServiceServicer):
     ) -> jobs_pb.GetJobResponse:
         try:
             job = self._scheduler.get_job(request.job_id)
+            output = job.result
+            if output is not None and self._outputs is not None:
+                output = await self._outputs.publish(output)
         except Exception as exc:
             await errors.abort(context, exc)
-        return jobs_pb.GetJobResponse(job=conversion.job(job))
+        return jobs_pb.GetJobResponse(job=conversion.job(job, output))
 
     async def CancelJob(
         self, request: jobs_pb.CancelJobRequest, context: grpc.aio.ServicerContext
