@@ -194,12 +194,11 @@ def test_a_follower_sees_the_runs_events_from_the_start(
     cached_server: ServerThread, submits: SubmitCounter
 ) -> None:
     prompt = unique_prompt()
-    with Client(cached_server.address) as client:
-        with client.stream(prompt, seed=8, **LONG) as leader:
-            next(event for event in leader if isinstance(event, Progress))
-            with client.stream(prompt, seed=8, **LONG) as follower:
-                events = list(follower)
-            leader_result = leader.result()
+    with Client(cached_server.address) as client, client.stream(prompt, seed=8, **LONG) as leader:
+        next(event for event in leader if isinstance(event, Progress))
+        with client.stream(prompt, seed=8, **LONG) as follower:
+            events = list(follower)
+        leader_result = leader.result()
 
     assert submits.count == 1
     assert isinstance(events[0], Queued)
