@@ -95,7 +95,7 @@ def test_a_hit_never_reaches_a_replica_and_returns_the_same_bytes(
 def test_anything_that_changes_the_images_misses(client: Client, submits: SubmitCounter) -> None:
     prompt = unique_prompt()
     client.generate(prompt, seed=3, **QUICK)
-    changed = [
+    changed: list[dict[str, Any]] = [
         {"seed": 4},
         {"seed": 3, "negative_prompt": "blurry"},
         {"seed": 3, "output_format": "jpeg", "quality": 50},
