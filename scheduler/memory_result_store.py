@@ -30,7 +30,7 @@ class MemoryResultStore:
         if entry is None:
             return None
         stored_at, value = entry
-        if self.ttl_s is not None and time.monotonic() - stored_at > self.ttl_s:
+        if self.ttl_s is not None and time.monotonic() - stored_at >= self.ttl_s:
             self._drop(key)
             return None
         self._entries.move_to_end(key)

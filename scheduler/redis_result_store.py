@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -39,8 +40,10 @@ class RedisResultStore:
         url: str,
         ttl_s: float = DEFAULT_TTL_S,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
+        self._clock = clock
         self.ttl_s = ttl_s
         self.max_entry_bytes = max_entry_bytes
         # No retries inside the client: this store has its own backoff, and a request must
@@ -87,7 +90,7 @@ class RedisResultStore:
             await self._redis.aclose()
 
     def _may_try(self) -> bool:
-        return self._failures == 0 or time.monotonic() >= self._retry_at
+        return self._failures == 0 or self._clock() >= self._retry_at
 
     def _failed(self, exc: BaseException) -> None:
         if self._failures == 0:
@@ -99,7 +102,7 @@ class RedisResultStore:
             )
         self._failures += 1
         delay = BACKOFF_S[min(self._failures, len(BACKOFF_S)) - 1]
-        self._retry_at = time.monotonic() + delay
+        self._retry_at = self._clock() + delay
 
     def _succeeded(self) -> None:
         if self._failures:
