@@ -115,3 +115,46 @@ def test_store_locations(tmp_path: Path) -> None:
     for bad in ("s3://", "ftp://host/x", "file://elsewhere/x", ""):
         with pytest.raises(ValueError):
             open_output_store(bad)
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real S3-compatible HTTP server on loopback (moto's), with one bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="pointillist-out")
+    yield endpoint
+    server.stop()
+
+
+async def test_the_s3_store_uploads_objects_that_match_the_urls(s3_endpoint: str) -> None:
+    import boto3
+
+    store = open_output_store("s3://pointillist-out/results/", s3_endpoint)
+    publisher = OutputPublisher(store, inline=False)
+    images = (
+        EncodedImage(b"\x89PNG one", "image/png", 1, 1, seed=1),
+        EncodedImage(b"RIFF....WEBP two", "image/webp", 1, 1, seed=2),
+    )
+    published = await publisher.publish(output(images))
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    for image, original in zip(published.images, images, strict=True):
+        assert image.data == b""
+        parts = urlsplit(image.url)
+        assert (parts.scheme, parts.netloc) == ("s3", "pointillist-out")
+        assert parts.path.startswith("/results/")
+        stored = s3.get_object(Bucket="pointillist-out", Key=parts.path.lstrip("/"))
+        assert stored["Body"].read() == original.data
+        assert stored["ContentType"] == original.mime_type
