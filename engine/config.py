@@ -44,6 +44,8 @@ class ModelDefaults:
 
 
 DEMO_SOURCE = "demo"
+DEFAULT_EMBEDDING_CACHE_BYTES = 256 << 20
+"""Bytes of text-encoder outputs a replica keeps (``engine.embedding_cache``) by default."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class ModelConfig:
     # Replicas kept warm at all times, and the most ever started (None: as many as fit).
     min_replicas: int = 1
     max_replicas: int | None = None
+    # Bytes of prompt embeddings each replica keeps on the CPU (0 turns the cache off).
+    embedding_cache_bytes: int = DEFAULT_EMBEDDING_CACHE_BYTES
 
     def largest_request(self, steps: int = 2) -> GenerationSpec:
         """The biggest request the limits allow (a short one): warming up with it makes the

@@ -45,6 +45,7 @@ from PIL import Image
 from engine import fp8
 from engine.batch_invariance import make_batch_invariant
 from engine.config import ModelConfig
+from engine.embedding_cache import EmbeddingCache, EmbeddingKey, PromptEmbeddings
 from engine.image_encoding import encode_image
 from engine.job import (
     EncodedImage,
@@ -76,14 +77,9 @@ Event = StepProgress | StepPreview
 BatchOutcome = GenerationOutput | GenerationCancelled
 logger = logging.getLogger(__name__)
 WARM_UP_STEPS = 2
-
-
-@dataclass
-class _Embeddings:
-    prompt: torch.Tensor
-    pooled: torch.Tensor
-    negative: torch.Tensor | None
-    negative_pooled: torch.Tensor | None
+# The pipeline's own default token limit for T5, passed explicitly because it is part of the
+# embedding cache's key.
+MAX_SEQUENCE_LENGTH = 256
 
 
 class Engine:
@@ -112,6 +108,12 @@ class Engine:
         make_batch_invariant(pipe.transformer)
         # One pipeline object must not run twice at once: the scheduler's step index is shared.
         self._lock = threading.Lock()
+        self.embedding_cache = EmbeddingCache(config.embedding_cache_bytes)
+        text_encoders = [p for p in loaded.precisions if p.component.startswith("text_encoder")]
+        self._encoder_identity = "|".join(
+            [loaded.weights_revision]
+            + [f"{p.component}:{p.weights}/{p.compute}" for p in text_encoders]
+        )
 
     @classmethod
     def load(cls, config: ModelConfig) -> Engine:
@@ -222,8 +224,11 @@ class Engine:
                     continue
                 started = time.perf_counter()
                 with recorder.phase("text_encoding", [index]):
-                    embeddings = self._encode_prompt(spec)
-                members.append(_Member(index, spec, embeddings, self._sync_clock() - started))
+                    embeddings, cached = self._encode_prompt(spec)
+                    recorder.annotate(index, "text_encoding", **{"pointillist.cache.hit": cached})
+                members.append(
+                    _Member(index, spec, embeddings, self._sync_clock() - started, cached)
+                )
             members = _still_running(members, should_stop, outcomes, completed_steps=0)
             if members:
                 denoise_started = time.perf_counter()
@@ -266,11 +271,25 @@ class Engine:
             denoising_s=denoising_s,
             decoding_s=decode_done - started,
             image_encoding_s=time.perf_counter() - decode_done,
+            text_encoding_cached=member.text_encoding_cached,
         )
         return GenerationOutput(images=images, timings=timings, provenance=self.provenance)
 
-    def _encode_prompt(self, spec: GenerationSpec) -> _Embeddings:
+    def _encode_prompt(self, spec: GenerationSpec) -> tuple[PromptEmbeddings, bool]:
+        """The member's embeddings from the replica's cache, else from the three text encoders;
+        and whether they came from the cache."""
         guided = spec.guidance_scale > 1.0  # the pipeline's own rule for classifier-free guidance
+        key = EmbeddingKey(
+            model_id=self.config.id,
+            encoder_identity=self._encoder_identity,
+            prompt=spec.prompt,
+            negative_prompt=spec.negative_prompt if guided else None,
+            num_images=spec.num_images,
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
+        )
+        cached = self.embedding_cache.get(key)
+        if cached is not None:
+            return cached.to(self.device), True
         prompt, negative, pooled, negative_pooled = self.pipe.encode_prompt(
             prompt=spec.prompt,
             # The pipeline's own default: the same prompt for CLIP-G and T5.
@@ -280,8 +299,11 @@ class Engine:
             num_images_per_prompt=spec.num_images,
             do_classifier_free_guidance=guided,
             negative_prompt=spec.negative_prompt if guided else None,
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
         )
-        return _Embeddings(prompt, pooled, negative, negative_pooled)
+        embeddings = PromptEmbeddings(prompt, pooled, negative, negative_pooled)
+        self.embedding_cache.put(key, embeddings)
+        return embeddings, False
 
     def _denoise(
         self,
@@ -385,8 +407,10 @@ class _Member:
 
     index: int
     spec: GenerationSpec
-    embeddings: _Embeddings
+    embeddings: PromptEmbeddings
     text_encoding_s: float
+    # Whether the embeddings came from the replica's cache (the text encoders did not run).
+    text_encoding_cached: bool = False
     # Where its images start along the loop's batch axis (set when the batch is laid out).
     first_row: int = 0
 

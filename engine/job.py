@@ -80,6 +80,9 @@ class EncodedImage:
     width: int
     height: int
     seed: int = 0
+    # Where the server's output store put the image ("" when none did); ``data`` may then be
+    # empty (the server's output_inline off). Set by the server, never by the engine.
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,9 @@ class Timings:
     decoding_s: float = 0.0
     image_encoding_s: float = 0.0
     total_s: float = 0.0
+    # True when the prompt embeddings came from the replica's cache (``engine.embedding_cache``):
+    # the text encoders did not run and ``text_encoding_s`` is the lookup alone.
+    text_encoding_cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,9 @@ class GenerationOutput:
     images: tuple[EncodedImage, ...]
     timings: Timings
     provenance: Provenance
+    # True when the result came from the result cache (``scheduler.caching_scheduler``): no
+    # replica ran, and the images are those of an earlier identical request.
+    cached: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from pointillist.v1 import jobs_pb2, jobs_pb2_grpc, status_pb2, status_pb2_grpc
+from scheduler.caching_scheduler import CachingScheduler
 from scheduler.cpu_inventory import CpuInventory
 from scheduler.fleet import FleetScheduler
 from scheduler.interface import Scheduler
@@ -25,6 +26,7 @@ from server.servicer import GenerationServicer
 from server.settings import ServerSettings
 from server.status_servicer import StatusServicer
 from server.telemetry import Telemetry, metrics_host
+from server.storage import build_output_publisher, build_result_store
 
 log = logging.getLogger("pointillist.server")
 
@@ -45,6 +47,8 @@ class RunningServer:
     health: health_aio.HealthServicer
     ready: asyncio.Task[None]
     telemetry: Telemetry
+    # The result cache in front of ``scheduler`` (what the generation and job services use).
+    results: CachingScheduler | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -56,7 +60,7 @@ class RunningServer:
         log.info("draining: up to %.0fs for accepted jobs", grace_s)
         self.ready.cancel()
         await self.set_serving(False)
-        await self.scheduler.drain(grace_s)
+        await (self.results or self.scheduler).drain(grace_s)
         # Jobs are over; the short grace lets their last messages reach the callers.
         await self.server.stop(grace=2.0)
         self.telemetry.shutdown()
@@ -108,11 +112,15 @@ async def create_server(
             ("grpc.max_send_message_length", settings.max_response_bytes),
         ],
     )
+    results = CachingScheduler(
+        scheduler, build_result_store(settings), settings.scheduler.job_retention_s
+    )
+    outputs = build_output_publisher(settings)
     pb_grpc.add_GenerationServiceServicer_to_server(
-        GenerationServicer(scheduler, telemetry.jobs), server
+        GenerationServicer(results, outputs, telemetry.jobs), server
     )
     jobs_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(scheduler, telemetry=telemetry.jobs), server
+        JobServicer(results, outputs=outputs, telemetry=telemetry.jobs), server
     )
     status_pb2_grpc.add_StatusServiceServicer_to_server(StatusServicer(scheduler), server)
     health = health_aio.HealthServicer()
@@ -135,6 +143,7 @@ async def create_server(
         health,
         ready=asyncio.create_task(asyncio.sleep(0)),
         telemetry=telemetry,
+        results=results,
     )
     await running.set_serving(False)
     telemetry.start(scheduler.status, asyncio.get_running_loop())

@@ -108,6 +108,7 @@ def image(encoded: EncodedImage) -> pb.Image:
         width=encoded.width,
         height=encoded.height,
         seed=encoded.seed,
+        url=encoded.url,
     )
 
 
@@ -143,7 +144,9 @@ def result(output: GenerationOutput, spec: GenerationSpec) -> pb.GenerationResul
             decoding=duration(timings.decoding_s),
             image_encoding=duration(timings.image_encoding_s),
             total=duration(timings.total_s),
+            text_encoding_cached=timings.text_encoding_cached,
         ),
+        cached=output.cached,
         reproducibility=pb.Reproducibility(
             model_id=provenance.model_id,
             weights_revision=provenance.weights_revision,
@@ -210,8 +213,11 @@ def priority(value: int) -> pb.Priority:
     return pb.PRIORITY_HIGH if value > 0 else pb.PRIORITY_NORMAL
 
 
-def job(record: Job) -> jobs_pb.Job:
-    """A job's record: state, resolved parameters, times, last step, and result or error."""
+def job(record: Job, output: GenerationOutput | None = None) -> jobs_pb.Job:
+    """A job's record: state, resolved parameters, times, last step, and result or error.
+
+    ``output`` replaces the job's own result (the server passes it with the output store's
+    URLs filled in)."""
     message = jobs_pb.Job(
         id=record.id,
         state=_JOB_STATES[record.state],
@@ -229,7 +235,7 @@ def job(record: Job) -> jobs_pb.Job:
     )
     if last_step is not None:
         message.progress.CopyFrom(progress(last_step))
-    output = record.result
+    output = output or record.result
     if output is not None:
         message.result.CopyFrom(result(output, record.spec))
     elif record.error is not None:

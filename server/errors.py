@@ -22,6 +22,7 @@ from scheduler.errors import (
     UnknownJobError,
     UnknownModelError,
 )
+from server.output_store import OutputStoreError
 from server.validation import InvalidRequestError
 
 log = logging.getLogger("pointillist.server")
@@ -80,6 +81,8 @@ def _describe(exc: BaseException) -> tuple[int, str, list[Message]]:
         return code_pb2.UNAVAILABLE, str(exc), [_error_info("REPLICA_CRASHED")]
     if isinstance(exc, JobOutOfMemoryError):
         return code_pb2.RESOURCE_EXHAUSTED, str(exc), [_error_info("DEVICE_OUT_OF_MEMORY")]
+    if isinstance(exc, OutputStoreError):
+        return code_pb2.UNAVAILABLE, str(exc), [_error_info("OUTPUT_STORE_FAILED")]
     if isinstance(exc, JobFailedError):
         return code_pb2.INTERNAL, str(exc), [_error_info("GENERATION_FAILED")]
     # Anything else is a bug: log it whole, tell the caller only that it happened.

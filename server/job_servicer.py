@@ -10,11 +10,13 @@ import grpc
 
 from pointillist.v1 import jobs_pb2 as jobs_pb
 from pointillist.v1 import jobs_pb2_grpc as jobs_grpc
+from scheduler.caching_scheduler import CachingScheduler
 from scheduler.errors import SchedulerError
-from scheduler.interface import Scheduler
 from scheduler.job import Job
 from server import conversion, errors, submission
 from server.job_telemetry import JobTelemetry
+from server.output_store import OutputPublisher
+from server.servicer import published
 
 CANCEL_WAIT_S = 10.0
 """How long CancelJob waits for a running job to stop (the engine stops within one step)."""
@@ -28,19 +30,21 @@ class JobServicer(jobs_grpc.JobServiceServicer):
 
     def __init__(
         self,
-        scheduler: Scheduler,
+        scheduler: CachingScheduler,
         cancel_wait_s: float = CANCEL_WAIT_S,
+        outputs: OutputPublisher | None = None,
         telemetry: JobTelemetry | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._cancel_wait_s = cancel_wait_s
+        self._outputs = outputs
         self._telemetry = telemetry
 
     async def SubmitJob(
         self, request: jobs_pb.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb.SubmitJobResponse:
         try:
-            job = submission.submit(
+            job = await submission.submit(
                 self._scheduler,
                 request.parameters,
                 request.priority,
@@ -59,7 +63,7 @@ class JobServicer(jobs_grpc.JobServiceServicer):
             job = self._scheduler.get_job(request.job_id)
             # A watcher that leaves stops here (the generator is closed); the job runs on.
             async for event in job.events():
-                yield conversion.watch_response(job, event)
+                yield conversion.watch_response(job, await published(self._outputs, event))
         except Exception as exc:
             await errors.abort(context, exc)
 
@@ -68,9 +72,12 @@ class JobServicer(jobs_grpc.JobServiceServicer):
     ) -> jobs_pb.GetJobResponse:
         try:
             job = self._scheduler.get_job(request.job_id)
+            output = job.result
+            if output is not None and self._outputs is not None:
+                output = await self._outputs.publish(output)
         except Exception as exc:
             await errors.abort(context, exc)
-        return jobs_pb.GetJobResponse(job=conversion.job(job))
+        return jobs_pb.GetJobResponse(job=conversion.job(job, output))
 
     async def CancelJob(
         self, request: jobs_pb.CancelJobRequest, context: grpc.aio.ServicerContext

@@ -10,17 +10,24 @@ import grpc
 from engine.job import GenerationOutput
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
-from scheduler.interface import Scheduler
-from scheduler.job import Job
+from scheduler.caching_scheduler import CachingScheduler
+from scheduler.job import Job, JobEvent
 from server import conversion, errors, submission
 from server.job_telemetry import JobTelemetry
+from server.output_store import OutputPublisher
 
 
 class GenerationServicer(pb_grpc.GenerationServiceServicer):
     """Thin: every decision lives in server.validation, the scheduler, or server.errors."""
 
-    def __init__(self, scheduler: Scheduler, telemetry: JobTelemetry | None = None) -> None:
+    def __init__(
+        self,
+        scheduler: CachingScheduler,
+        outputs: OutputPublisher | None = None,
+        telemetry: JobTelemetry | None = None,
+    ) -> None:
         self._scheduler = scheduler
+        self._outputs = outputs
         self._telemetry = telemetry
 
     async def StreamGenerate(
@@ -28,7 +35,7 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
     ) -> AsyncIterator[pb.StreamGenerateResponse]:
         async with self._job(request.parameters, request.priority, context) as job:
             async for event in job.events():
-                yield conversion.stream_response(job, event)
+                yield conversion.stream_response(job, await published(self._outputs, event))
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
@@ -36,7 +43,8 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         async with self._job(request.parameters, request.priority, context) as job:
             async for event in job.events():
                 if isinstance(event, GenerationOutput):
-                    result = conversion.result(event, job.spec)
+                    output = event if self._outputs is None else await self._outputs.publish(event)
+                    result = conversion.result(output, job.spec)
                     return pb.GenerateResponse(job_id=job.id, result=result)
             raise AssertionError("a job's events ended without a result or an error")
         raise AssertionError("unreachable: _job aborts the RPC on every error")
@@ -61,7 +69,7 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         so its replica is free again."""
         job: Job | None = None
         try:
-            job = submission.submit(
+            job = await submission.submit(
                 self._scheduler,
                 params,
                 priority,
@@ -75,3 +83,10 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         finally:
             if job is not None and not job.state.finished:
                 await self._scheduler.cancel(job.id)
+
+
+async def published(outputs: OutputPublisher | None, event: JobEvent) -> JobEvent:
+    """The event, with a result's images put in the output store (when one is configured)."""
+    if outputs is not None and isinstance(event, GenerationOutput):
+        return await outputs.publish(event)
+    return event

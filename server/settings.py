@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import (
+    DEFAULT_EMBEDDING_CACHE_BYTES,
     ModelConfig,
     ModelDefaults,
     ModelLimits,
@@ -44,6 +45,14 @@ class ServerSettings:
     scheduler: FleetSettings = field(default_factory=FleetSettings)
     # Prometheus text endpoint on this port (on the address's host); 0: none.
     metrics_port: int = 0
+    # Result cache (server.storage): "memory" (in-process, the default), "off", or a redis:// URL.
+    result_cache: str = "memory"
+    result_cache_max_mib: float = 256.0  # in-process total; for Redis, the largest entry
+    result_cache_ttl_s: float = 3600.0
+    # Output store (server.output_store): "" (none), file:///a/folder or s3://bucket/prefix.
+    output_store: str = ""
+    output_inline: bool = True  # images in the reply too; false: URLs only
+    output_s3_endpoint_url: str = ""  # for S3-compatible stores other than AWS
 
 
 _SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"models", "scheduler"}
@@ -66,6 +75,7 @@ _MODEL_KEYS = {
     "defaults",
     "min_replicas",
     "max_replicas",
+    "embedding_cache_mib",
 }
 
 
@@ -114,7 +124,17 @@ def load_settings(
         raise ConfigError(str(exc)) from exc
     if settings.default_model is not None and settings.default_model not in ids:
         raise ConfigError(f"default_model {settings.default_model!r} is not one of {ids}")
+    _check_storage(settings)
     return settings
+
+
+def _check_storage(settings: ServerSettings) -> None:
+    from server.storage import check_storage_settings
+
+    try:
+        check_storage_settings(settings)
+    except ValueError as exc:
+        raise ConfigError(f"[server]: {exc}") from exc
 
 
 def scheduler_settings(table: Mapping[str, Any]) -> FleetSettings:
@@ -170,6 +190,9 @@ def _model_config(entry: Mapping[str, Any], index: int) -> ModelConfig:
         raise ConfigError(f"{where}: max_replicas must be a whole number >= 1")
     if max_replicas is not None and max_replicas < min_replicas:
         raise ConfigError(f"{where}: max_replicas is below min_replicas")
+    embedding_cache_mib = entry.get("embedding_cache_mib", DEFAULT_EMBEDDING_CACHE_BYTES / 2**20)
+    if not isinstance(embedding_cache_mib, int | float) or embedding_cache_mib < 0:
+        raise ConfigError(f"{where}: embedding_cache_mib must be a number >= 0")
     return ModelConfig(
         id=str(entry["id"]),
         min_replicas=min_replicas,
@@ -180,6 +203,7 @@ def _model_config(entry: Mapping[str, Any], index: int) -> ModelConfig:
         revision=entry.get("revision"),
         limits=limits,
         defaults=defaults,
+        embedding_cache_bytes=int(embedding_cache_mib * 2**20),
     )
 
 

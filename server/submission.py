@@ -1,5 +1,6 @@
 """A request becomes a scheduled job: validated against the served models, with its priority,
-its caller's identity and (for calls that wait for the result) its deadline."""
+its caller's identity and (for calls that wait for the result) its deadline. A request with an
+explicit seed is deterministic and goes through the result cache."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import time
 import grpc
 
 from pointillist.v1 import generation_pb2 as pb
-from scheduler.interface import Scheduler
+from scheduler.caching_scheduler import CachingScheduler
 from scheduler.job import Job
 from server import conversion
 from server.job_telemetry import JobTelemetry
 from server.validation import resolve_parameters
 
 
-def submit(
-    scheduler: Scheduler,
+async def submit(
+    scheduler: CachingScheduler,
     params: pb.GenerationParameters,
     priority: pb.Priority,
     context: grpc.aio.ServicerContext,
@@ -41,9 +42,13 @@ def submit(
     remaining = context.time_remaining() if bound_by_call_deadline else None
     if remaining is not None:
         deadline = time.monotonic() + remaining
-    job = scheduler.submit(
-        spec, deadline=deadline, priority=scheduling_priority, caller=conversion.caller(context)
-    )
+    caller = conversion.caller(context)
+    if params.HasField("seed"):
+        job = await scheduler.submit_deterministic(
+            spec, deadline=deadline, priority=scheduling_priority, caller=caller
+        )
+    else:
+        job = scheduler.submit(spec, deadline=deadline, priority=scheduling_priority, caller=caller)
     if telemetry is not None:
         telemetry.attach(job)
     return job

@@ -29,6 +29,9 @@ def demo_settings(**overrides: object) -> ServerSettings:
         "drain_grace_s": 10.0,
         "inventory": "cpu",
         "scheduler": FleetSettings(**scheduler),  # type: ignore[arg-type]
+        # Off, so that a test sending the same seeded request twice really runs it twice (the
+        # cache's own tests turn it on). Identical concurrent requests still run once.
+        "result_cache": "off",
     }
     values.update(overrides)
     return ServerSettings(**values)  # type: ignore[arg-type]

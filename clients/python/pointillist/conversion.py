@@ -292,8 +292,10 @@ def result_from_proto(job_id: str, result: pb.GenerationResult) -> Result:
             decoding_s=_seconds(timings.decoding),
             image_encoding_s=_seconds(timings.image_encoding),
             total_s=_seconds(timings.total),
+            text_encoding_cached=timings.text_encoding_cached,
         ),
         reproducibility=reproducibility_from_proto(result.reproducibility),
+        cached=result.cached,
     )
 
 
@@ -305,6 +307,7 @@ def image_from_proto(image: pb.Image) -> Image:
         width=image.width,
         height=image.height,
         seed=image.seed,
+        url=image.url,
     )
 
 

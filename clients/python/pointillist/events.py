@@ -68,6 +68,9 @@ class Image:
     width: int
     height: int
     seed: int
+    # Where the server's output store keeps the image (file:// or s3://); "" when it has none.
+    # When the server returns URLs only, ``data`` is empty.
+    url: str = ""
 
     @property
     def extension(self) -> str:
@@ -94,6 +97,8 @@ class Timings:
     decoding_s: float
     image_encoding_s: float
     total_s: float
+    # True when the replica took the prompt embeddings from its cache (no text encoder ran).
+    text_encoding_cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,9 @@ class Result:
     images: list[Image]
     timings: Timings
     reproducibility: Reproducibility
+    # True when the server answered from its result cache: no replica ran (an earlier request
+    # with the same parameters and explicit seed made these images).
+    cached: bool = False
 
     @property
     def seeds(self) -> list[int]:

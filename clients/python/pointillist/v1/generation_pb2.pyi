@@ -181,44 +181,50 @@ class PreviewEvent(_message.Message):
     def __init__(self, step: _Optional[int] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
 
 class Image(_message.Message):
-    __slots__ = ("data", "mime_type", "width", "height", "seed")
+    __slots__ = ("data", "mime_type", "width", "height", "seed", "url")
     DATA_FIELD_NUMBER: _ClassVar[int]
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     mime_type: str
     width: int
     height: int
     seed: int
-    def __init__(self, data: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    url: str
+    def __init__(self, data: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seed: _Optional[int] = ..., url: _Optional[str] = ...) -> None: ...
 
 class GenerationResult(_message.Message):
-    __slots__ = ("images", "timings", "reproducibility")
+    __slots__ = ("images", "timings", "reproducibility", "cached")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     REPRODUCIBILITY_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     timings: Timings
     reproducibility: Reproducibility
-    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., reproducibility: _Optional[_Union[Reproducibility, _Mapping]] = ...) -> None: ...
+    cached: bool
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., reproducibility: _Optional[_Union[Reproducibility, _Mapping]] = ..., cached: _Optional[bool] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("queue_wait", "text_encoding", "denoising", "decoding", "image_encoding", "total")
+    __slots__ = ("queue_wait", "text_encoding", "denoising", "decoding", "image_encoding", "total", "text_encoding_cached")
     QUEUE_WAIT_FIELD_NUMBER: _ClassVar[int]
     TEXT_ENCODING_FIELD_NUMBER: _ClassVar[int]
     DENOISING_FIELD_NUMBER: _ClassVar[int]
     DECODING_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ENCODING_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_ENCODING_CACHED_FIELD_NUMBER: _ClassVar[int]
     queue_wait: _duration_pb2.Duration
     text_encoding: _duration_pb2.Duration
     denoising: _duration_pb2.Duration
     decoding: _duration_pb2.Duration
     image_encoding: _duration_pb2.Duration
     total: _duration_pb2.Duration
-    def __init__(self, queue_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., text_encoding: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denoising: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., decoding: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., image_encoding: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    text_encoding_cached: bool
+    def __init__(self, queue_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., text_encoding: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denoising: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., decoding: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., image_encoding: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., text_encoding_cached: _Optional[bool] = ...) -> None: ...
 
 class ComponentPrecision(_message.Message):
     __slots__ = ("component", "weights", "compute")
