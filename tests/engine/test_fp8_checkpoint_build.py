@@ -3,6 +3,8 @@ entirely when the file holds every buffer, with real computed buffers when it do
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
@@ -23,7 +25,7 @@ def test_builds_on_meta_when_the_file_holds_every_buffer(tmp_path):
     _WithBuffers().save_config(tmp_path)
     saved = {"linear.weight", "linear.bias", "saved_grid", "computed"}
 
-    module = _build_empty(_WithBuffers, tmp_path, saved)
+    module: Any = _build_empty(_WithBuffers, tmp_path, saved)
 
     assert module.linear.weight.device.type == "meta"
     assert module.saved_grid.device.type == "meta"  # never computed: the file has it
@@ -33,7 +35,7 @@ def test_keeps_computed_buffers_real_when_the_file_lacks_them(tmp_path):
     _WithBuffers().save_config(tmp_path)
     saved = {"linear.weight", "linear.bias", "saved_grid"}  # "computed" is not persistent
 
-    module = _build_empty(_WithBuffers, tmp_path, saved)
+    module: Any = _build_empty(_WithBuffers, tmp_path, saved)
 
     assert module.linear.weight.device.type == "meta"
     assert torch.equal(module.computed, torch.full((4,), 7.0))
