@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from bench import record
+from bench.demo_server_process import DemoServerProcess
 from bench.load_generator import Call, run_load
 from engine.config import demo_model_config
 from pointillist.v1 import generation_pb2 as pb
@@ -93,7 +94,7 @@ def run(
     results: dict[str, Any] = {}
     for replicas in replicas_list:
         for batching in (False, True):
-            server = start_server(replicas, batching, max(64, 2 * max(concurrencies)))
+            server = DemoServerProcess(replicas, batching, max(64, 2 * max(concurrencies)))
             try:
                 make = stream_generate_caller(server.address, steps, size)
                 run_load(make, 1, 2)  # warm the path; not counted

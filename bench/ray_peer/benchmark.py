@@ -26,11 +26,12 @@ from typing import Any
 import grpc
 
 from bench import record
+from bench.demo_server_process import DemoServerProcess
 from bench.load_generator import Call, run_load
 from bench.ray_peer import serve_app
 from bench.ray_peer.stubs import compile_stubs, import_stubs
 from bench.ray_peer.venv import DEFAULT_VENV, REPO, ensure_ray_venv
-from bench.throughput import configuration, start_server, stream_generate_caller
+from bench.throughput import configuration, stream_generate_caller
 
 READY_TIMEOUT_S = 300.0
 
@@ -141,7 +142,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="ray-peer-stubs-") as folder:
         stubs = compile_stubs(Path(folder))
         for batching in (False, True):
-            server = start_server(replicas, batching, max(64, 2 * max(concurrencies)))
+            server = DemoServerProcess(replicas, batching, max(64, 2 * max(concurrencies)))
             try:
                 make = stream_generate_caller(server.address, steps, size)
                 run_load(make, 1, 2)  # warm the path; not counted
