@@ -38,6 +38,14 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "pos_embed_max_size": 192,
         "dual_attention_layers": (),
     },
+    # Not SD3.5: two small layers with SD3's text widths, for the smoke tests' quick runs.
+    "tiny": {
+        "num_layers": 2,
+        "num_attention_heads": 2,
+        "caption_projection_dim": 128,
+        "pos_embed_max_size": 32,
+        "dual_attention_layers": (),
+    },
 }
 SHARED = {
     "sample_size": 128,

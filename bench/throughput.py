@@ -1,23 +1,26 @@
 """Throughput and latency under load on the demo model: images per second, P50 and P99, at
-several concurrency levels, with batching off and on (and optionally several replicas), all in
-one run so the ratios are measured side by side.
+several concurrency levels, for 1 and 2 CPU replicas with batching off and on, all in one run so
+the ratios are measured side by side.
 
-    python -m bench.throughput [--concurrency 1 4 8] [--requests 24] [--replicas 1] [--steps 20]
+    python -m bench.throughput [--concurrency 1 4 8 16] [--replicas 1 2] [--requests 32]
+
+On a CPU the fleet gives each replica ``cores // cpu_max_replicas`` torch threads, so 2 replicas
+on this 2-core machine share the cores rather than add any: expect no gain from the second one.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from bench import record
+from bench.demo_server_process import DemoServerProcess
+from bench.load_generator import Call, run_load
 from engine.config import demo_model_config
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
@@ -25,117 +28,127 @@ from scheduler.fleet import FleetSettings
 from server.background import ServerThread
 from server.settings import ServerSettings
 
+MAX_BATCH_SIZE = 8
 
-def load(address: str, concurrency: int, requests: int, steps: int, size: int) -> dict[str, Any]:
-    """``requests`` streams from ``concurrency`` client threads; latency per request."""
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    lock = threading.Lock()
-    next_index = iter(range(requests))
 
-    def client() -> None:
+def stream_generate_caller(
+    address: str, steps: int, size: int
+) -> Callable[[], tuple[Call, Callable[[], None]]]:
+    """A caller factory for the load generator: StreamGenerate to the end, on its own channel."""
+
+    def make() -> tuple[Call, Callable[[], None]]:
         channel = ServerThread.channel_to(address)
         stub = pb_grpc.GenerationServiceStub(channel)
-        with channel:
-            while True:
-                with lock:
-                    index = next(next_index, None)
-                if index is None:
-                    return
-                params = pb.GenerationParameters(
-                    prompt=f"request {index}", width=size, height=size, steps=steps, seed=index
-                )
-                started = time.perf_counter()
-                try:
-                    list(stub.StreamGenerate(pb.StreamGenerateRequest(parameters=params)))
-                    status = "OK"
-                except grpc.RpcError as error:  # a load test counts every outcome
-                    status = error.code().name
-                with lock:
-                    latencies.append(time.perf_counter() - started)
-                    statuses[status] = statuses.get(status, 0) + 1
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
-    ordered = sorted(latencies)
-    return {
-        "images_per_s": statuses.get("OK", 0) / elapsed,
-        "p50_s": statistics.median(ordered),
-        "p99_s": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-        "statuses": statuses,
-        "latencies_s": latencies,
-    }
+        def call(index: int) -> str:
+            params = pb.GenerationParameters(
+                prompt=f"request {index}", width=size, height=size, steps=steps, seed=index
+            )
+            try:
+                events = list(stub.StreamGenerate(pb.StreamGenerateRequest(parameters=params)))
+            except grpc.RpcError as error:
+                return str(error.code().name)
+            return "OK" if events and events[-1].HasField("result") else "NO_RESULT"
+
+        return call, channel.close
+
+    return make
 
 
-def wait_for_replicas(server: ServerThread, count: int) -> None:
-    scheduler = server.scheduler
-    ready = scheduler.wait_until(lambda: len(scheduler.replicas("demo")) >= count, 300)
-    server.call(ready, 310)
-
-
-def run(
-    concurrencies: list[int], requests: int, replicas: int, steps: int, size: int, out: Path
-) -> dict[str, Any]:
+def start_server(replicas: int, batching: bool, queue_capacity: int) -> ServerThread:
+    """A pointillist server on 127.0.0.1:0 serving the demo with ``replicas`` warm CPU replicas."""
     config = dataclasses.replace(
         demo_model_config(), device="cpu", min_replicas=replicas, max_replicas=replicas
     )
+    scheduler = FleetSettings(
+        max_batch_size=MAX_BATCH_SIZE if batching else 1,
+        cpu_max_replicas=replicas,
+        queue_capacity=queue_capacity,
+    )
+    settings = ServerSettings(
+        address="127.0.0.1:0", models=(config,), inventory="cpu", scheduler=scheduler
+    )
+    server = ServerThread(settings).start()
+    try:
+        fleet = server.scheduler
+        ready = fleet.wait_until(lambda: len(fleet.replicas("demo")) >= replicas, 300)
+        server.call(ready, 310)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def configuration(replicas: int, batching: bool) -> str:
+    return f"replicas={replicas} batching={'on' if batching else 'off'}"
+
+
+def run(
+    concurrencies: list[int],
+    requests: int,
+    replicas_list: list[int],
+    steps: int,
+    size: int,
+    out: Path,
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for batching in (False, True):
-        scheduler = FleetSettings(
-            max_batch_size=8 if batching else 1,
-            cpu_max_replicas=replicas,
-            queue_capacity=max(64, 2 * max(concurrencies)),
-            worker_env={"POINTILLIST_CPU_THREADS": str(max(1, 2 // replicas))},
-        )
-        settings = ServerSettings(
-            address="127.0.0.1:0", models=(config,), inventory="cpu", scheduler=scheduler
-        )
-        server = ServerThread(settings).start()
-        try:
-            wait_for_replicas(server, replicas)
-            load(server.address, 1, 2, steps, size)  # warm the path; not counted
-            for concurrency in concurrencies:
-                key = f"batching={'on' if batching else 'off'} concurrency={concurrency}"
-                results[key] = load(server.address, concurrency, requests, steps, size)
-        finally:
-            server.stop()
-    rows = [("concurrency", "off img/s", "on img/s", "on/off", "off P50/P99 s", "on P50/P99 s")]
-    for concurrency in concurrencies:
-        off = results[f"batching=off concurrency={concurrency}"]
-        on = results[f"batching=on concurrency={concurrency}"]
-        rows.append(
-            (
-                str(concurrency),
-                f"{off['images_per_s']:.2f}",
-                f"{on['images_per_s']:.2f}",
-                f"{on['images_per_s'] / off['images_per_s']:.2f}",
-                f"{off['p50_s']:.2f}/{off['p99_s']:.2f}",
-                f"{on['p50_s']:.2f}/{on['p99_s']:.2f}",
-            )
-        )
-    print(f"demo {size}x{size}, {steps} steps, {replicas} replica(s), {requests} requests per cell")
-    print(record.table(rows))
-    settings_record = {
+    for replicas in replicas_list:
+        for batching in (False, True):
+            server = DemoServerProcess(replicas, batching, max(64, 2 * max(concurrencies)))
+            try:
+                make = stream_generate_caller(server.address, steps, size)
+                run_load(make, 1, 2)  # warm the path; not counted
+                results[configuration(replicas, batching)] = {
+                    str(c): run_load(make, c, max(requests, c)) for c in concurrencies
+                }
+            finally:
+                server.stop()
+    print(f"demo {size}x{size}, {steps} steps, {requests} requests per cell (closed loop)")
+    print(record.table(table_rows(results, concurrencies)))
+    settings = {
         "concurrency": concurrencies,
         "requests": requests,
-        "replicas": replicas,
+        "replicas": replicas_list,
         "steps": steps,
         "size": size,
+        "max_batch_size": MAX_BATCH_SIZE,
     }
-    print(f"record: {record.write(f'throughput_r{replicas}', settings_record, results, out)}")
+    print(f"record: {record.write('throughput', settings, results, out)}")
     return results
 
 
+def table_rows(results: dict[str, Any], concurrencies: list[int]) -> list[tuple[str, ...]]:
+    """One row per configuration and concurrency, with the ratio to the first configuration."""
+    first = next(iter(results))
+    rows: list[tuple[str, ...]] = [
+        ("configuration", "concurrency", "img/s", f"img/s vs {first}", "P50 s", "P99 s", "errors")
+    ]
+    for name, cells in results.items():
+        for concurrency in concurrencies:
+            cell = cells[str(concurrency)]
+            base = results[first][str(concurrency)]["images_per_s"]
+            errors = sum(n for status, n in cell["statuses"].items() if status != "OK")
+            rows.append(
+                (
+                    name,
+                    str(concurrency),
+                    f"{cell['images_per_s']:.2f}",
+                    f"{cell['images_per_s'] / base:.2f}" if base else "n/a",
+                    f"{cell['p50_s']:.2f}",
+                    f"{cell['p99_s']:.2f}",
+                    str(errors),
+                )
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 8])
-    parser.add_argument("--requests", type=int, default=24)
-    parser.add_argument("--replicas", type=int, default=1)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 8, 16])
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--replicas", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--out", type=Path, default=record.DEFAULT_OUT)

@@ -201,16 +201,10 @@ def _load_fp8_component(
     if library not in _LIBRARIES:
         raise ValueError(f"{folder.name} names class {class_name} from {library!r}")
     cls = getattr(importlib.import_module(library), class_name)
-    # Parameters on the meta device: no memory, no random init; buffers stay real because some
-    # (rotary tables, positional grids) are computed in __init__ and not all are saved.
-    with init_empty_weights():
-        if hasattr(cls, "load_config"):
-            module = cls.from_config(cls.load_config(folder))
-        else:
-            module = cls(cls.config_class.from_pretrained(folder))
     state = load_file(str(folder / WEIGHTS_FILE))
     for alias, key in aliases.items():
         state[alias] = state[key]
+    module = _build_empty(cls, folder, set(state))
     qmap = json.loads((folder / QMAP_FILE).read_text())
     fp8.requantize_fp8(module, state, qmap, compute_dtype=dtype)
     tie_weights = getattr(module, "tie_weights", None)
@@ -222,6 +216,34 @@ def _load_fp8_component(
         raise ValueError(f"{folder / WEIGHTS_FILE} lacks {', '.join(missing[:5])}")
     module.eval()
     return module
+
+
+def _build_empty(cls: Any, folder: Path, saved: set[str]) -> torch.nn.Module:
+    """The module of ``folder``'s config with no weights in memory and no random init.
+
+    First everything on the meta device, buffers included: a buffer computed in __init__ can
+    cost more than the FP8 replica itself (SD3.5 Medium's 384x384 positional grid is built in
+    float64, 3.5 GB for a moment; bench/fp8_memory.py measures it). Saved buffers are then
+    filled from the file. A module with buffers the file lacks (computed, not saved) is built
+    again with real buffers and meta parameters.
+    """
+
+    def construct() -> torch.nn.Module:
+        if hasattr(cls, "load_config"):
+            built: torch.nn.Module = cls.from_config(cls.load_config(folder))
+        else:
+            built = cls(cls.config_class.from_pretrained(folder))
+        return built
+
+    try:
+        with torch.device("meta"):
+            module = construct()
+    except (RuntimeError, NotImplementedError):
+        module = None  # an __init__ that needs real values (.item(), numpy); build as below
+    if module is not None and all(name in saved for name, _ in module.named_buffers()):
+        return module
+    with init_empty_weights():
+        return construct()
 
 
 def _library_of(module: torch.nn.Module) -> str:
