@@ -24,6 +24,7 @@ from server.job_servicer import JobServicer
 from server.servicer import GenerationServicer
 from server.settings import ServerSettings
 from server.status_servicer import StatusServicer
+from server.web_server import WebServer, start_web_server
 
 log = logging.getLogger("pointillist.server")
 
@@ -43,6 +44,8 @@ class RunningServer:
     scheduler: Scheduler
     health: health_aio.HealthServicer
     ready: asyncio.Task[None]
+    web: WebServer | None = None
+    """The browser port, when ``settings.web_address`` is set."""
 
     async def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -55,6 +58,8 @@ class RunningServer:
         self.ready.cancel()
         await self.set_serving(False)
         await self.scheduler.drain(grace_s)
+        if self.web is not None:
+            await self.web.stop()
         # Jobs are over; the short grace lets their last messages reach the callers.
         await self.server.stop(grace=2.0)
         log.info("stopped")
@@ -98,9 +103,14 @@ async def create_server(
             ("grpc.max_send_message_length", settings.max_response_bytes),
         ]
     )
-    pb_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(scheduler), server)
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(scheduler), server)
-    status_pb2_grpc.add_StatusServiceServicer_to_server(StatusServicer(scheduler), server)
+    generation, jobs, status = (
+        GenerationServicer(scheduler),
+        JobServicer(scheduler),
+        StatusServicer(scheduler),
+    )
+    pb_grpc.add_GenerationServiceServicer_to_server(generation, server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+    status_pb2_grpc.add_StatusServiceServicer_to_server(status, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -119,6 +129,18 @@ async def create_server(
     )
     await running.set_serving(False)
     await server.start()
+    if settings.web_address is not None:
+        running.web = await start_web_server(
+            settings.web_address,
+            {
+                pb.DESCRIPTOR.services_by_name["GenerationService"]: generation,
+                jobs_pb2.DESCRIPTOR.services_by_name["JobService"]: jobs,
+                status_pb2.DESCRIPTOR.services_by_name["StatusService"]: status,
+            },
+            settings.web_allowed_origins,
+            settings.web_page,
+            settings.max_request_bytes,
+        )
     await scheduler.start()
     running.ready = asyncio.create_task(_serve_when_ready(running), name="readiness")
     log.info("listening on %s (port %d)", settings.address, port)

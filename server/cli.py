@@ -45,6 +45,16 @@ def register_serve(subparsers: Any) -> None:
     parser.add_argument(
         "--drain-grace", dest="drain_grace_s", type=float, help="seconds to finish jobs on SIGTERM"
     )
+    parser.add_argument(
+        "--web-address",
+        help="host:port of the browser port (Connect, gRPC-Web and the page at /); off by default",
+    )
+    parser.add_argument(
+        "--web-allowed-origin",
+        dest="web_allowed_origins",
+        action="append",
+        help="an origin allowed to call the browser port cross-origin (CORS); repeat; '*': any",
+    )
     parser.add_argument("--log-level", default=os.environ.get("POINTILLIST_LOG_LEVEL", "INFO"))
     parser.set_defaults(func=run_serve)
 
@@ -75,9 +85,13 @@ def run_serve(args: argparse.Namespace) -> int:
             "max_batch_size",
             "reserve_gib",
             "drain_grace_s",
+            "web_address",
+            "web_allowed_origins",
         )
         if getattr(args, key) is not None
     }
+    if "web_allowed_origins" in flags:
+        flags["web_allowed_origins"] = tuple(flags["web_allowed_origins"])
     try:
         settings = load_settings(args.config, overrides=flags)
     except ConfigError as exc:

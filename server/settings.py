@@ -42,6 +42,11 @@ class ServerSettings:
     max_response_bytes: int = 64 << 20
     inventory: str = "auto"
     scheduler: FleetSettings = field(default_factory=FleetSettings)
+    # The browser port (server/web_server.py): Connect and gRPC-Web for the same services, and
+    # the page at / when web_page. None: off. CORS allows web_allowed_origins ("*": any).
+    web_address: str | None = None
+    web_allowed_origins: tuple[str, ...] = ()
+    web_page: bool = True
 
 
 _SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"models", "scheduler"}
@@ -98,6 +103,8 @@ def load_settings(
         models = [single]
         server["default_model"] = single.id
     server.update({key: value for key, value in overrides.items() if key in _SERVER_KEYS})
+    if "web_allowed_origins" in server:  # a TOML list
+        server["web_allowed_origins"] = tuple(server["web_allowed_origins"])
     scheduler = dict(document.get("scheduler", {}))
     scheduler.update({key: value for key, value in overrides.items() if key in _SCHEDULER_KEYS})
     server["scheduler"] = scheduler_settings(scheduler)
