@@ -64,10 +64,12 @@ gen: node-deps system-deps
 # The Node client: its TypeScript stubs, compiled with tsc.
 node: node-deps
 	$(NODE_BIN)/buf generate --template clients/node/buf.gen.yaml
+	rm -rf clients/node/dist
 	cd clients/node && ../../$(NODE_BIN)/tsc -p .
 
 # The browser page's script, bundled with the generated stubs and Connect's gRPC-Web transport.
 web: node
+	$(NODE_BIN)/tsc -p clients/web
 	$(NODE_BIN)/esbuild clients/web/src/app.ts --bundle --format=esm --target=es2022 \
 		--outfile=clients/web/dist/app.js --log-level=warning
 
