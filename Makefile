@@ -46,7 +46,7 @@ clean:
 NODE_STAMP := node_modules/.installed
 NODE_BIN := node_modules/.bin
 
-$(NODE_STAMP): package.json package-lock.json clients/node/package.json
+$(NODE_STAMP): package.json package-lock.json clients/node/package.json | system-deps
 	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 with npm"; exit 1; }
 	npm ci --no-audit --no-fund
 	touch $(NODE_STAMP)
@@ -67,7 +67,7 @@ node: node-deps
 	rm -rf clients/node/dist
 	cd clients/node && ../../$(NODE_BIN)/tsc -p .
 
-# The browser page's script, bundled with the generated stubs and Connect's gRPC-Web transport.
+# The browser page's script, bundled with the generated stubs and Connect's web transport.
 web: node
 	$(NODE_BIN)/tsc -p clients/web
 	$(NODE_BIN)/esbuild clients/web/src/app.ts --bundle --format=esm --target=es2022 \
