@@ -27,6 +27,7 @@ from server.settings import ServerSettings
 from server.status_servicer import StatusServicer
 from server.telemetry import Telemetry, metrics_host
 from server.storage import build_output_publisher, build_result_store
+from server.web_server import WebServer, start_web_server
 
 log = logging.getLogger("pointillist.server")
 
@@ -49,6 +50,8 @@ class RunningServer:
     telemetry: Telemetry
     # The result cache in front of ``scheduler`` (what the generation and job services use).
     results: CachingScheduler | None = None
+    web: WebServer | None = None
+    """The browser port, when ``settings.web_address`` is set."""
 
     async def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -61,6 +64,8 @@ class RunningServer:
         self.ready.cancel()
         await self.set_serving(False)
         await (self.results or self.scheduler).drain(grace_s)
+        if self.web is not None:
+            await self.web.stop()
         # Jobs are over; the short grace lets their last messages reach the callers.
         await self.server.stop(grace=2.0)
         self.telemetry.shutdown()
@@ -116,13 +121,14 @@ async def create_server(
         scheduler, build_result_store(settings), settings.scheduler.job_retention_s
     )
     outputs = build_output_publisher(settings)
-    pb_grpc.add_GenerationServiceServicer_to_server(
-        GenerationServicer(results, outputs, telemetry.jobs), server
+    generation, jobs, status = (
+        GenerationServicer(results, outputs, telemetry.jobs),
+        JobServicer(results, outputs=outputs, telemetry=telemetry.jobs),
+        StatusServicer(scheduler),
     )
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(results, outputs=outputs, telemetry=telemetry.jobs), server
-    )
-    status_pb2_grpc.add_StatusServiceServicer_to_server(StatusServicer(scheduler), server)
+    pb_grpc.add_GenerationServiceServicer_to_server(generation, server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+    status_pb2_grpc.add_StatusServiceServicer_to_server(status, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -148,6 +154,18 @@ async def create_server(
     await running.set_serving(False)
     telemetry.start(scheduler.status, asyncio.get_running_loop())
     await server.start()
+    if settings.web_address is not None:
+        running.web = await start_web_server(
+            settings.web_address,
+            {
+                pb.DESCRIPTOR.services_by_name["GenerationService"]: generation,
+                jobs_pb2.DESCRIPTOR.services_by_name["JobService"]: jobs,
+                status_pb2.DESCRIPTOR.services_by_name["StatusService"]: status,
+            },
+            settings.web_allowed_origins,
+            settings.web_page,
+            settings.max_request_bytes,
+        )
     await scheduler.start()
     running.ready = asyncio.create_task(_serve_when_ready(running), name="readiness")
     log.info("listening on %s (port %d)", settings.address, port)

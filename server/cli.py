@@ -50,6 +50,16 @@ def register_serve(subparsers: Any) -> None:
     parser.add_argument(
         "--metrics-port", type=int, help="serve Prometheus metrics on this port (0: off, default)"
     )
+    parser.add_argument(
+        "--web-address",
+        help="host:port of the browser port (Connect, gRPC-Web and the page at /); off by default",
+    )
+    parser.add_argument(
+        "--web-allowed-origin",
+        dest="web_allowed_origins",
+        action="append",
+        help="an origin allowed to call the browser port cross-origin (CORS); repeat; '*': any",
+    )
     parser.add_argument("--log-level", default=os.environ.get("POINTILLIST_LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--log-format",
@@ -87,9 +97,13 @@ def run_serve(args: argparse.Namespace) -> int:
             "reserve_gib",
             "drain_grace_s",
             "metrics_port",
+            "web_address",
+            "web_allowed_origins",
         )
         if getattr(args, key) is not None
     }
+    if "web_allowed_origins" in flags:
+        flags["web_allowed_origins"] = tuple(flags["web_allowed_origins"])
     try:
         settings = load_settings(args.config, overrides=flags)
     except ConfigError as exc:

@@ -53,6 +53,11 @@ class ServerSettings:
     output_store: str = ""
     output_inline: bool = True  # images in the reply too; false: URLs only
     output_s3_endpoint_url: str = ""  # for S3-compatible stores other than AWS
+    # The browser port (server/web_server.py): Connect and gRPC-Web for the same services, and
+    # the page at / when web_page. None: off. CORS allows web_allowed_origins ("*": any).
+    web_address: str | None = None
+    web_allowed_origins: tuple[str, ...] = ()
+    web_page: bool = True
 
 
 _SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"models", "scheduler"}
@@ -110,6 +115,8 @@ def load_settings(
         models = [single]
         server["default_model"] = single.id
     server.update({key: value for key, value in overrides.items() if key in _SERVER_KEYS})
+    if "web_allowed_origins" in server:  # a TOML list
+        server["web_allowed_origins"] = tuple(server["web_allowed_origins"])
     scheduler = dict(document.get("scheduler", {}))
     scheduler.update({key: value for key, value in overrides.items() if key in _SCHEDULER_KEYS})
     server["scheduler"] = scheduler_settings(scheduler)
