@@ -25,8 +25,8 @@ from server.job_servicer import JobServicer
 from server.servicer import GenerationServicer
 from server.settings import ServerSettings
 from server.status_servicer import StatusServicer
-from server.telemetry import Telemetry, metrics_host
 from server.storage import build_output_publisher, build_result_store
+from server.telemetry import Telemetry, metrics_host
 from server.web_server import WebServer, start_web_server
 
 log = logging.getLogger("pointillist.server")
