@@ -123,6 +123,18 @@ REGISTRY: tuple[Benchmark, ...] = (
         ("--weights", "demo", "--prompts", "2", "--size", "64", "--steps", "2"),
         needs="weights",
     ),
+    Benchmark(
+        "tracing-overhead",
+        "bench.tracing_overhead",
+        "StreamGenerate with every span exported over OTLP vs tracing off",
+        ("--runs", "2", "--steps", "2", "--size", "64"),
+    ),
+    Benchmark(
+        "cache",
+        "bench.cache",
+        "result-cache hit vs miss, prompt-embedding hit vs miss, on the demo model",
+        ("--runs", "2", "--steps", "2", "--size", "64"),
+    ),
     Benchmark("plot", "bench.plot", "throughput vs concurrency PNG from the records"),
 )
 
