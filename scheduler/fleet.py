@@ -33,6 +33,7 @@ from engine.config import ModelConfig
 from engine.job import GenerationSpec, StepPreview, StepProgress, batch_key
 from engine.worker import CPU_THREADS_ENV
 from scheduler.errors import (
+    CallerLimitError,
     JobCancelledError,
     JobDeadlineError,
     JobFailedError,
@@ -69,6 +70,8 @@ class FleetSettings:
     max_batch_size: int = 4
     batch_window_s: float = 0.0
     queue_capacity: int = 32
+    # Jobs one caller may have waiting, over every model (0: no limit beyond the queue's).
+    max_queued_per_caller: int = 16
     max_attempts: int = 3
     startup_timeout_s: float = 600.0
     job_retention_s: float = 600.0
@@ -215,6 +218,9 @@ class FleetScheduler:
             raise NotServingError(f"model {spec.model!r} is warming up", retry_after_s=5.0)
         if model.queue.full:
             raise QueueFullError(spec.model, model.queue.capacity, self._retry_after_s(model))
+        limit = self.settings.max_queued_per_caller
+        if limit and sum(m.queue.caller_jobs(caller) for m in self._models.values()) >= limit:
+            raise CallerLimitError("queued jobs", limit, self._retry_after_s(model))
         job = Job(spec, deadline, priority=priority, caller=caller)
         model.queue.push(job)
         wait_s = self._estimated_wait_s(model, job)

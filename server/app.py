@@ -20,10 +20,14 @@ from scheduler.interface import Scheduler
 from scheduler.inventory import DeviceInventory
 from scheduler.nvml_inventory import InventoryError, NvmlInventory
 from scheduler.simulated_inventory import load_inventory
+from server import auth
+from server.caller_limits import StreamLimiter
 from server.job_servicer import JobServicer
+from server.malformed_requests import MalformedRequestInterceptor
 from server.servicer import GenerationServicer
 from server.settings import ServerSettings
 from server.status_servicer import StatusServicer
+from server.tls import server_credentials
 
 log = logging.getLogger("pointillist.server")
 
@@ -93,27 +97,34 @@ async def create_server(
     """
     scheduler = scheduler or build_scheduler(settings)
     server = grpc.aio.server(
+        interceptors=[*auth.interceptors(settings.api_keys), MalformedRequestInterceptor()],
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", settings.max_response_bytes),
-        ]
+        ],
     )
-    pb_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(scheduler), server)
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(scheduler), server)
+    streams = StreamLimiter(settings.max_streams_per_caller)
+    pb_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(scheduler, streams), server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(scheduler, streams=streams), server)
     status_pb2_grpc.add_StatusServiceServicer_to_server(StatusServicer(scheduler), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            GENERATION_SERVICE,
-            JOB_SERVICE,
-            STATUS_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    port = server.add_insecure_port(settings.address)
+    if settings.reflection:
+        reflection.enable_server_reflection(
+            (
+                GENERATION_SERVICE,
+                JOB_SERVICE,
+                STATUS_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+    credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    if credentials is None:
+        port = server.add_insecure_port(settings.address)
+    else:
+        port = server.add_secure_port(settings.address, credentials)
     running = RunningServer(
         server, port, scheduler, health, ready=asyncio.create_task(asyncio.sleep(0))
     )
@@ -121,7 +132,13 @@ async def create_server(
     await server.start()
     await scheduler.start()
     running.ready = asyncio.create_task(_serve_when_ready(running), name="readiness")
-    log.info("listening on %s (port %d)", settings.address, port)
+    log.info(
+        "listening on %s (port %d)%s%s",
+        settings.address,
+        port,
+        " with TLS" if credentials else "",
+        " and API keys" if settings.api_keys else "",
+    )
     return running
 
 

@@ -14,6 +14,7 @@ from scheduler.errors import SchedulerError
 from scheduler.interface import Scheduler
 from scheduler.job import Job
 from server import conversion, errors, submission
+from server.caller_limits import StreamLimiter
 
 CANCEL_WAIT_S = 10.0
 """How long CancelJob waits for a running job to stop (the engine stops within one step)."""
@@ -25,9 +26,15 @@ class JobServicer(jobs_grpc.JobServiceServicer):
     """Thin, like GenerationServicer; unlike it, a job here is never tied to an RPC's lifetime:
     a watcher that leaves, or a SubmitJob call that ends, leaves the job running."""
 
-    def __init__(self, scheduler: Scheduler, cancel_wait_s: float = CANCEL_WAIT_S) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        cancel_wait_s: float = CANCEL_WAIT_S,
+        streams: StreamLimiter | None = None,
+    ) -> None:
         self._scheduler = scheduler
         self._cancel_wait_s = cancel_wait_s
+        self._streams = streams or StreamLimiter(0)
 
     async def SubmitJob(
         self, request: jobs_pb.SubmitJobRequest, context: grpc.aio.ServicerContext
@@ -48,10 +55,11 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         self, request: jobs_pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jobs_pb.WatchJobResponse]:
         try:
-            job = self._scheduler.get_job(request.job_id)
-            # A watcher that leaves stops here (the generator is closed); the job runs on.
-            async for event in job.events():
-                yield conversion.watch_response(job, event)
+            with self._streams.hold(conversion.caller(context)):
+                job = self._scheduler.get_job(request.job_id)
+                # A watcher that leaves stops here (the generator is closed); the job runs on.
+                async for event in job.events():
+                    yield conversion.watch_response(job, event)
         except Exception as exc:
             await errors.abort(context, exc)
 

@@ -13,13 +13,15 @@ from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from scheduler.interface import Scheduler
 from scheduler.job import Job
 from server import conversion, errors, submission
+from server.caller_limits import StreamLimiter
 
 
 class GenerationServicer(pb_grpc.GenerationServiceServicer):
     """Thin: every decision lives in server.validation, the scheduler, or server.errors."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, streams: StreamLimiter | None = None) -> None:
         self._scheduler = scheduler
+        self._streams = streams or StreamLimiter(0)
 
     async def StreamGenerate(
         self, request: pb.StreamGenerateRequest, context: grpc.aio.ServicerContext
@@ -59,10 +61,11 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         so its replica is free again."""
         job: Job | None = None
         try:
-            job = submission.submit(
-                self._scheduler, params, priority, context, bound_by_call_deadline=True
-            )
-            yield job
+            with self._streams.hold(conversion.caller(context)):
+                job = submission.submit(
+                    self._scheduler, params, priority, context, bound_by_call_deadline=True
+                )
+                yield job
         except Exception as exc:
             await errors.abort(context, exc)
         finally:
