@@ -76,5 +76,9 @@ class ReplicaCrashedError(JobFailedError):
     """The replica's process kept dying while running the job; retrying later may work."""
 
 
+class ReplicaHungError(ReplicaCrashedError):
+    """The replica stopped making progress while running the job, and was recycled."""
+
+
 class JobOutOfMemoryError(JobFailedError):
     """The device ran out of memory running the job."""

@@ -20,6 +20,7 @@ from scheduler.errors import (
     NotServingError,
     QueueFullError,
     ReplicaCrashedError,
+    ReplicaHungError,
     UnknownJobError,
     UnknownModelError,
 )
@@ -86,6 +87,8 @@ def _describe(exc: BaseException) -> tuple[int, str, list[Message]]:
         return code_pb2.CANCELLED, str(exc), []
     if isinstance(exc, JobDeadlineError):
         return code_pb2.DEADLINE_EXCEEDED, str(exc), []
+    if isinstance(exc, ReplicaHungError):
+        return code_pb2.UNAVAILABLE, str(exc), [_error_info("REPLICA_HUNG")]
     if isinstance(exc, ReplicaCrashedError):
         return code_pb2.UNAVAILABLE, str(exc), [_error_info("REPLICA_CRASHED")]
     if isinstance(exc, JobOutOfMemoryError):
