@@ -7,6 +7,7 @@ the kind and the serializers and change only what the interceptor needs to chang
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -54,7 +55,7 @@ def guarded(handler: grpc.RpcMethodHandler, guard: Guard) -> grpc.RpcMethodHandl
     behavior (and by nothing else).
     """
     inner = behavior_of(handler)
-    if handler.response_streaming:
+    if handler.response_streaming and inspect.isasyncgenfunction(inner):
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             await guard(request, context)
@@ -63,8 +64,10 @@ def guarded(handler: grpc.RpcMethodHandler, guard: Guard) -> grpc.RpcMethodHandl
 
         return rebuild(handler, streaming)
 
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    # A unary response, or a streaming one written with ``context.write`` (the health service's
+    # Watch): the behavior is a coroutine either way.
+    async def coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await guard(request, context)
         return await inner(request, context)
 
-    return rebuild(handler, unary)
+    return rebuild(handler, coroutine)
