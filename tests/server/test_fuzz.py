@@ -26,7 +26,7 @@ DEFINED = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 UINT32 = st.integers(0, 2**32 - 1)
-TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=2100)
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=2100)
 
 parameters = st.builds(
     pb.GenerationParameters,
