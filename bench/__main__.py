@@ -135,6 +135,12 @@ REGISTRY: tuple[Benchmark, ...] = (
         "result-cache hit vs miss, prompt-embedding hit vs miss, on the demo model",
         ("--runs", "2", "--steps", "2", "--size", "64"),
     ),
+    Benchmark(
+        "load",
+        "bench.load",
+        "concurrent streams for a fixed time: throughput, P50/P99, statuses, RSS before/after",
+        ("--streams", "2", "--seconds", "3", "--max-requests", "4"),
+    ),
     Benchmark("plot", "bench.plot", "throughput vs concurrency PNG from the records"),
 )
 

@@ -31,6 +31,10 @@ class ModelLimits:
     max_steps: int = 100
     max_images: int = 4
     max_prompt_chars: int = 2000
+    # The per-request budget: width x height x steps x images. The largest of every field at
+    # once is more work than one caller should hold a replica for; this bounds the product.
+    # Four 1024x1024 images at 50 steps.
+    max_pixel_steps: int = 1024 * 1024 * 50 * 4
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,13 @@ def demo_model_config(model_id: str = "demo") -> ModelConfig:
         source=DEMO_SOURCE,
         precision=PrecisionPolicy.AUTO,
         device="auto",
-        limits=ModelLimits(max_width=512, max_height=512, max_steps=100, max_images=4),
+        limits=ModelLimits(
+            max_width=512,
+            max_height=512,
+            max_steps=100,
+            max_images=4,
+            # Two 512x512 images at 100 steps: four at once at the most steps is refused.
+            max_pixel_steps=512 * 512 * 100 * 2,
+        ),
         defaults=ModelDefaults(width=256, height=256, steps=20, guidance_scale=4.5),
     )

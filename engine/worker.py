@@ -6,7 +6,9 @@ cancel reaches the denoising loop while a batch runs (it is checked at every ste
 
 Environment: ``POINTILLIST_CPU_THREADS`` caps torch's CPU threads (a replica's share of the
 cores); ``POINTILLIST_FAULT_OOM_ABOVE_IMAGES=N`` makes every batch of more than N images raise
-the device's out-of-memory error, so fault tests can inject an OOM into a real worker.
+the device's out-of-memory error, so fault tests can inject an OOM into a real worker;
+``POINTILLIST_FAULT_HANG_PROMPT=TEXT`` makes a job whose prompt is TEXT hang after its first step
+(until the scheduler kills the worker or closes its socket), to test the hang watchdog.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pointillist.worker")
 
 OOM_FAULT_ENV = "POINTILLIST_FAULT_OOM_ABOVE_IMAGES"
+HANG_FAULT_ENV = "POINTILLIST_FAULT_HANG_PROMPT"
 CPU_THREADS_ENV = "POINTILLIST_CPU_THREADS"
 
 
@@ -59,6 +62,7 @@ class Worker:
         self._pending: set[str] = set()
         self._cancelled_before_start: set[str] = set()
         self._lock = threading.Lock()
+        self._socket_closed = threading.Event()
 
     def send(self, message: ipc.FromWorker) -> None:
         with self._send_lock:
@@ -90,6 +94,7 @@ class Worker:
             if message is None or isinstance(message, ipc.Shutdown):
                 # A closed socket means the scheduler is gone: stop the work in hand and exit.
                 if message is None:
+                    self._socket_closed.set()
                     self._cancel(None)
                 self._batches.put(None)
                 return
@@ -126,6 +131,7 @@ class Worker:
                 self._running[member.job_id] = member
 
         recorder = BatchRecorder([bool(job.trace_context) for job in batch.jobs])
+        hang_prompt = os.environ.get(HANG_FAULT_ENV)
 
         def on_event(index: int, event: StepProgress | StepPreview) -> None:
             member = members[index]
@@ -134,6 +140,9 @@ class Worker:
                 if recorder.enabled:
                     _record_step(recorder, index, member, event)
             self.send(ipc.StepEvent(job_id=member.job_id, event=event))
+            if hang_prompt is not None and batch.jobs[index].spec.prompt == hang_prompt:
+                log.warning("injected hang (%s)", HANG_FAULT_ENV)
+                self._socket_closed.wait()  # a stuck step: only the scheduler ends it
 
         try:
             _inject_faults(batch)

@@ -36,6 +36,22 @@ class QueueFullError(SchedulerError):
         self.retry_after_s = retry_after_s
 
 
+class CallerLimitError(SchedulerError):
+    """One caller already holds as many queued jobs or open streams as it may.
+
+    The message names the limit, never the caller (an identity is nobody else's business).
+    """
+
+    def __init__(self, what: str, limit: int, retry_after_s: float) -> None:
+        super().__init__(
+            f"too many {what} for this caller (the limit is {limit}); "
+            f"retry in about {retry_after_s:.1f}s"
+        )
+        self.what = what
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
 class NotServingError(SchedulerError):
     """The scheduler is warming up or draining and takes no new jobs."""
 
@@ -58,6 +74,10 @@ class JobFailedError(SchedulerError):
 
 class ReplicaCrashedError(JobFailedError):
     """The replica's process kept dying while running the job; retrying later may work."""
+
+
+class ReplicaHungError(ReplicaCrashedError):
+    """The replica stopped making progress while running the job, and was recycled."""
 
 
 class JobOutOfMemoryError(JobFailedError):

@@ -89,6 +89,10 @@ class FairQueue:
                     if round_index < len(line):
                         yield line[round_index]
 
+    def caller_jobs(self, caller: str) -> int:
+        """How many jobs ``caller`` has waiting, at every priority."""
+        return sum(len(level.get(caller, ())) for level in self._levels.values())
+
     def jobs_ahead(self, job: Job) -> int:
         """How many queued jobs would be served before ``job``."""
         for index, queued in enumerate(self.in_service_order()):

@@ -33,6 +33,7 @@ from engine.config import ModelConfig
 from engine.job import GenerationSpec, StepPreview, StepProgress, batch_key
 from engine.worker import CPU_THREADS_ENV
 from scheduler.errors import (
+    CallerLimitError,
     JobCancelledError,
     JobDeadlineError,
     JobFailedError,
@@ -40,6 +41,7 @@ from scheduler.errors import (
     NotServingError,
     QueueFullError,
     ReplicaCrashedError,
+    ReplicaHungError,
     SchedulerError,
     UnknownJobError,
     UnknownModelError,
@@ -52,6 +54,7 @@ from scheduler.job import Job, JobState, Queued, Started
 from scheduler.replica import Replica, ReplicaStartError, WorkerDiedError
 from scheduler.status import ModelQueueStatus, ReplicaStatus, SchedulerStatus
 from scheduler.throughput import ThroughputEstimate
+from scheduler.watchdog import StepClock
 
 log = logging.getLogger("pointillist.scheduler")
 
@@ -69,11 +72,17 @@ class FleetSettings:
     max_batch_size: int = 4
     batch_window_s: float = 0.0
     queue_capacity: int = 32
+    # Jobs one caller may have waiting, over every model (0: no limit beyond the queue's).
+    max_queued_per_caller: int = 16
     max_attempts: int = 3
     startup_timeout_s: float = 600.0
     job_retention_s: float = 600.0
     # Replicas per model on a CPU device: there, cores are the limit, not memory.
     cpu_max_replicas: int = 1
+    # The hang watchdog: a replica silent for longer than watchdog_factor x the longest measured
+    # gap between its events (scaled to the batch) and at least watchdog_floor_s is recycled.
+    watchdog_factor: float = 10.0
+    watchdog_floor_s: float = 120.0
     # Extra environment for every worker (e.g. POINTILLIST_CPU_THREADS, fault injection).
     worker_env: dict[str, str] = field(default_factory=dict)
 
@@ -101,6 +110,7 @@ class _Model:
     batch_limit: int
     slots: dict[str, _Slot] = field(default_factory=dict)
     throughput: ThroughputEstimate = field(default_factory=ThroughputEstimate)
+    step_clock: StepClock = field(default_factory=lambda: StepClock(10.0, 120.0))
     # Replica caps per device, lowered when a single job ran out of memory there.
     device_caps: dict[str, int] = field(default_factory=dict)
     last_activity: float = field(default_factory=time.monotonic)
@@ -153,6 +163,7 @@ class FleetScheduler:
                 queue=FairQueue(self.settings.queue_capacity),
                 first_ready=loop.create_future(),
                 batch_limit=self.settings.max_batch_size,
+                step_clock=StepClock(self.settings.watchdog_factor, self.settings.watchdog_floor_s),
             )
         self._replan()
         self._planner = asyncio.create_task(self._plan_loop(), name="planner")
@@ -215,6 +226,9 @@ class FleetScheduler:
             raise NotServingError(f"model {spec.model!r} is warming up", retry_after_s=5.0)
         if model.queue.full:
             raise QueueFullError(spec.model, model.queue.capacity, self._retry_after_s(model))
+        limit = self.settings.max_queued_per_caller
+        if limit and sum(m.queue.caller_jobs(caller) for m in self._models.values()) >= limit:
+            raise CallerLimitError("queued jobs", limit, self._retry_after_s(model))
         job = Job(spec, deadline, priority=priority, caller=caller)
         model.queue.push(job)
         wait_s = self._estimated_wait_s(model, job)
@@ -575,19 +589,35 @@ class FleetScheduler:
         self._notify()
         timers = [self._deadline_timer(replica, job) for job in jobs if job.deadline is not None]
         started = time.monotonic()
+        work = sum(job.spec.width * job.spec.height * job.spec.num_images for job in jobs)
+        last_event = started
 
         def on_step(job_id: str, event: StepProgress | StepPreview) -> None:
+            nonlocal last_event
+            now = time.monotonic()
+            model.step_clock.observe(work, now - last_event)
+            last_event = now
             by_id[job_id].publish(event)
 
+        hung: list[str] = []
+        watchdog = asyncio.create_task(
+            self._watch_for_hang(model, replica, work, lambda: last_event, hung),
+            name=f"watchdog-{replica.id}",
+        )
         try:
             outcomes = await replica.run_batch(
                 [(job.id, job.spec, job.trace_context) for job in jobs], on_step
             )
         except WorkerDiedError as exc:
+            if hung:
+                await watchdog  # it is killing the worker: let it finish
+            error = ReplicaHungError(hung[0]) if hung else ReplicaCrashedError(str(exc))
             for job in jobs:
-                self._retry_or_fail(model, job, ReplicaCrashedError(str(exc)))
+                self._retry_or_fail(model, job, error)
             return
         finally:
+            if not hung:
+                watchdog.cancel()
             slot.running = []
             for timer in timers:
                 timer.cancel()
@@ -609,6 +639,31 @@ class FleetScheduler:
             elif not outcome.out_of_memory:
                 job.fail(JobFailedError(f"the model failed: {outcome.message}"))
         self._notify()
+
+    async def _watch_for_hang(
+        self,
+        model: _Model,
+        replica: Replica,
+        work: int,
+        last_event: Callable[[], float],
+        hung: list[str],
+    ) -> None:
+        """Kill the replica if it goes silent for longer than its model's StepClock allows;
+        ``hung`` gets the reason, and the batch's WorkerDiedError becomes a ReplicaHungError."""
+        while True:
+            limit = model.step_clock.limit_s(work)
+            silent = time.monotonic() - last_event()
+            if silent < limit:
+                await asyncio.sleep(limit - silent)
+                continue
+            reason = (
+                f"replica {replica.id} made no progress for {silent:.1f}s (the limit from its "
+                f"measured steps is {limit:.1f}s) and was recycled"
+            )
+            log.error("%s", reason)
+            hung.append(reason)
+            await replica.kill()
+            return
 
     def _succeed(self, model: _Model, job: Job, outcome: ipc.JobDone, run_s: float) -> None:
         now = time.monotonic()

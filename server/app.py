@@ -21,13 +21,17 @@ from scheduler.interface import Scheduler
 from scheduler.inventory import DeviceInventory
 from scheduler.nvml_inventory import InventoryError, NvmlInventory
 from scheduler.simulated_inventory import load_inventory
+from server import auth
+from server.caller_limits import StreamLimiter
 from server.job_servicer import JobServicer
+from server.malformed_requests import MalformedRequestInterceptor
 from server.servicer import GenerationServicer
 from server.settings import ServerSettings
 from server.status_servicer import StatusServicer
 from server.storage import build_output_publisher, build_result_store
 from server.telemetry import Telemetry, metrics_host
-from server.web_server import WebServer, start_web_server
+from server.tls import server_credentials
+from server.web_server import WebServer, WebTls, start_web_server
 
 log = logging.getLogger("pointillist.server")
 
@@ -111,7 +115,12 @@ async def create_server(
         settings.metrics_port, metrics_host(settings.address)
     )
     server = grpc.aio.server(
-        interceptors=telemetry.interceptors(),
+        # Tracing outermost, so refused calls are traced and counted too.
+        interceptors=[
+            *telemetry.interceptors(),
+            *auth.interceptors(settings.api_keys),
+            MalformedRequestInterceptor(),
+        ],
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", settings.max_response_bytes),
@@ -121,9 +130,10 @@ async def create_server(
         scheduler, build_result_store(settings), settings.scheduler.job_retention_s
     )
     outputs = build_output_publisher(settings)
+    streams = StreamLimiter(settings.max_streams_per_caller)
     generation, jobs, status = (
-        GenerationServicer(results, outputs, telemetry.jobs),
-        JobServicer(results, outputs=outputs, telemetry=telemetry.jobs),
+        GenerationServicer(results, outputs, telemetry.jobs, streams),
+        JobServicer(results, outputs=outputs, telemetry=telemetry.jobs, streams=streams),
         StatusServicer(scheduler),
     )
     pb_grpc.add_GenerationServiceServicer_to_server(generation, server)
@@ -131,17 +141,22 @@ async def create_server(
     status_pb2_grpc.add_StatusServiceServicer_to_server(status, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            GENERATION_SERVICE,
-            JOB_SERVICE,
-            STATUS_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    port = server.add_insecure_port(settings.address)
+    if settings.reflection:
+        reflection.enable_server_reflection(
+            (
+                GENERATION_SERVICE,
+                JOB_SERVICE,
+                STATUS_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+    credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    if credentials is None:
+        port = server.add_insecure_port(settings.address)
+    else:
+        port = server.add_secure_port(settings.address, credentials)
     running = RunningServer(
         server,
         port,
@@ -165,11 +180,26 @@ async def create_server(
             settings.web_allowed_origins,
             settings.web_page,
             settings.max_request_bytes,
+            auth.KeyRing(settings.api_keys),
+            web_tls(settings),
         )
     await scheduler.start()
     running.ready = asyncio.create_task(_serve_when_ready(running), name="readiness")
-    log.info("listening on %s (port %d)", settings.address, port)
+    log.info(
+        "listening on %s (port %d)%s%s",
+        settings.address,
+        port,
+        " with TLS" if credentials else "",
+        " and API keys" if settings.api_keys else "",
+    )
     return running
+
+
+def web_tls(settings: ServerSettings) -> WebTls | None:
+    """The browser port serves HTTPS whenever the gRPC port serves TLS, with the same files."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return WebTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
 
 
 async def _serve_when_ready(running: RunningServer) -> None:

@@ -22,6 +22,8 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.rpc import status_pb2
 
+from server.auth import KeyRing, authorize_call
+
 _DETAILS_KEY = "grpc-status-details-bin"
 
 
@@ -69,11 +71,15 @@ class ServiceApplication(ConnectASGIApplication[Any]):
     """One service's endpoints, each delegating to ``servicer``'s method of the same name."""
 
     def __init__(
-        self, descriptor: ServiceDescriptor, servicer: object, read_max_bytes: int
+        self,
+        descriptor: ServiceDescriptor,
+        servicer: object,
+        read_max_bytes: int,
+        keys: KeyRing | None = None,
     ) -> None:
         self._path = f"/{descriptor.full_name}"
         endpoints = {
-            f"{self._path}/{method.name}": _endpoint(method, servicer)
+            f"{self._path}/{method.name}": _endpoint(method, servicer, keys)
             for method in descriptor.methods
         }
         super().__init__(
@@ -85,8 +91,9 @@ class ServiceApplication(ConnectASGIApplication[Any]):
         return self._path
 
 
-def _endpoint(method: MethodDescriptor, servicer: object) -> Any:
-    """A unary or server-streaming connectrpc endpoint for ``method``."""
+def _endpoint(method: MethodDescriptor, servicer: object, keys: KeyRing | None) -> Any:
+    """A unary or server-streaming connectrpc endpoint for ``method``; with ``keys``, every call
+    is checked as the gRPC port checks it (interceptors never see calls on this port)."""
     if method.client_streaming:
         raise ValueError(f"{method.full_name}: client streaming is not bridged")
     info = MethodInfo(
@@ -97,27 +104,39 @@ def _endpoint(method: MethodDescriptor, servicer: object) -> Any:
         idempotency_level=IdempotencyLevel.UNKNOWN,
     )
     handler = getattr(servicer, method.name)
+    path = f"/{method.containing_service.full_name}/{method.name}"
+
+    async def bridged(ctx: RequestContext[Any, Any]) -> BridgeContext:
+        context = BridgeContext(ctx)
+        if keys:
+            await authorize_call(keys, path, context.invocation_metadata(), context)
+        return context
+
     if method.server_streaming:
         stream: Callable[[Any, Any], AsyncIterator[Any]] = handler
 
-        def server_stream(request: Any, ctx: RequestContext[Any, Any]) -> AsyncIterator[Any]:
-            return stream(request, BridgeContext(ctx))
+        async def server_stream(request: Any, ctx: RequestContext[Any, Any]) -> AsyncIterator[Any]:
+            # The check runs in the task that iterates, so the caller it sets is the stream's.
+            async for response in stream(request, await bridged(ctx)):
+                yield response
 
         return Endpoint.server_stream(method=info, function=server_stream)
     unary: Callable[[Any, Any], Awaitable[Any]] = handler
 
     async def unary_call(request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        return await unary(request, BridgeContext(ctx))
+        return await unary(request, await bridged(ctx))
 
     return Endpoint.unary(method=info, function=unary_call)
 
 
 def service_applications(
-    servicers: Mapping[ServiceDescriptor, object], read_max_bytes: int
+    servicers: Mapping[ServiceDescriptor, object],
+    read_max_bytes: int,
+    keys: KeyRing | None = None,
 ) -> dict[str, ServiceApplication]:
     """URL path prefix (``/pointillist.v1.JobService``) to the service's application."""
     apps = [
-        ServiceApplication(descriptor, servicer, read_max_bytes)
+        ServiceApplication(descriptor, servicer, read_max_bytes, keys)
         for descriptor, servicer in servicers.items()
     ]
     return {app.path: app for app in apps}

@@ -29,6 +29,7 @@ from scheduler.inventory import DeviceSnapshot
 from scheduler.job import Job, JobEvent, JobState, Queued, Started
 from scheduler.status import ModelQueueStatus, ReplicaStatus, SchedulerStatus
 from server import errors
+from server.auth import current_caller
 from server.validation import FieldViolation, InvalidRequestError
 
 _PRECISIONS = {
@@ -318,6 +319,7 @@ def model_info(status: ModelStatus) -> pb.ModelInfo:
             max_steps=config.limits.max_steps,
             max_images=config.limits.max_images,
             max_prompt_chars=config.limits.max_prompt_chars,
+            max_pixel_steps=config.limits.max_pixel_steps,
         ),
         defaults=pb.ModelDefaults(
             width=config.defaults.width,
@@ -351,8 +353,9 @@ def scheduling_priority(value: int) -> int:
 def caller(context: grpc.aio.ServicerContext) -> str:
     """Who is calling, the key of the scheduler's fairness between callers.
 
-    For now the peer address as gRPC reports it ("ipv4:127.0.0.1:53422"), so every connection is
-    a caller of its own. When authentication exists, the API key's identity replaces it (one
-    caller however many connections it opens).
+    With API keys on, the key's name (one caller however many connections it opens). Without,
+    the peer address as gRPC reports it ("ipv4:127.0.0.1:53422"), so every connection is a
+    caller of its own.
     """
-    return str(context.peer())
+    authenticated = current_caller()
+    return authenticated.name if authenticated is not None else str(context.peer())

@@ -12,6 +12,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from scheduler.errors import (
+    CallerLimitError,
     JobCancelledError,
     JobDeadlineError,
     JobFailedError,
@@ -19,6 +20,7 @@ from scheduler.errors import (
     NotServingError,
     QueueFullError,
     ReplicaCrashedError,
+    ReplicaHungError,
     UnknownJobError,
     UnknownModelError,
 )
@@ -70,6 +72,15 @@ def _describe(exc: BaseException) -> tuple[int, str, list[Message]]:
         return code_pb2.NOT_FOUND, str(exc), [_resource("job", exc.job_id)]
     if isinstance(exc, QueueFullError):
         return code_pb2.RESOURCE_EXHAUSTED, str(exc), [_retry_info(exc.retry_after_s)]
+    if isinstance(exc, CallerLimitError):
+        quota = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject="caller", description=f"at most {exc.limit} {exc.what} per caller"
+                )
+            ]
+        )
+        return code_pb2.RESOURCE_EXHAUSTED, str(exc), [_retry_info(exc.retry_after_s), quota]
     if isinstance(exc, NotServingError):
         retry = [_retry_info(exc.retry_after_s)] if exc.retry_after_s is not None else []
         return code_pb2.UNAVAILABLE, str(exc), retry
@@ -77,6 +88,8 @@ def _describe(exc: BaseException) -> tuple[int, str, list[Message]]:
         return code_pb2.CANCELLED, str(exc), []
     if isinstance(exc, JobDeadlineError):
         return code_pb2.DEADLINE_EXCEEDED, str(exc), []
+    if isinstance(exc, ReplicaHungError):
+        return code_pb2.UNAVAILABLE, str(exc), [_error_info("REPLICA_HUNG")]
     if isinstance(exc, ReplicaCrashedError):
         return code_pb2.UNAVAILABLE, str(exc), [_error_info("REPLICA_CRASHED")]
     if isinstance(exc, JobOutOfMemoryError):

@@ -14,6 +14,7 @@ from scheduler.caching_scheduler import CachingScheduler
 from scheduler.errors import SchedulerError
 from scheduler.job import Job
 from server import conversion, errors, submission
+from server.caller_limits import StreamLimiter
 from server.job_telemetry import JobTelemetry
 from server.output_store import OutputPublisher
 from server.servicer import published
@@ -34,11 +35,13 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         cancel_wait_s: float = CANCEL_WAIT_S,
         outputs: OutputPublisher | None = None,
         telemetry: JobTelemetry | None = None,
+        streams: StreamLimiter | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._cancel_wait_s = cancel_wait_s
         self._outputs = outputs
         self._telemetry = telemetry
+        self._streams = streams or StreamLimiter(0)
 
     async def SubmitJob(
         self, request: jobs_pb.SubmitJobRequest, context: grpc.aio.ServicerContext
@@ -60,10 +63,11 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         self, request: jobs_pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jobs_pb.WatchJobResponse]:
         try:
-            job = self._scheduler.get_job(request.job_id)
-            # A watcher that leaves stops here (the generator is closed); the job runs on.
-            async for event in job.events():
-                yield conversion.watch_response(job, await published(self._outputs, event))
+            with self._streams.hold(conversion.caller(context)):
+                job = self._scheduler.get_job(request.job_id)
+                # A watcher that leaves stops here (the generator is closed); the job runs on.
+                async for event in job.events():
+                    yield conversion.watch_response(job, await published(self._outputs, event))
         except Exception as exc:
             await errors.abort(context, exc)
 

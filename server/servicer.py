@@ -13,6 +13,7 @@ from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from scheduler.caching_scheduler import CachingScheduler
 from scheduler.job import Job, JobEvent
 from server import conversion, errors, submission
+from server.caller_limits import StreamLimiter
 from server.job_telemetry import JobTelemetry
 from server.output_store import OutputPublisher
 
@@ -25,10 +26,12 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         scheduler: CachingScheduler,
         outputs: OutputPublisher | None = None,
         telemetry: JobTelemetry | None = None,
+        streams: StreamLimiter | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._outputs = outputs
         self._telemetry = telemetry
+        self._streams = streams or StreamLimiter(0)
 
     async def StreamGenerate(
         self, request: pb.StreamGenerateRequest, context: grpc.aio.ServicerContext
@@ -69,15 +72,16 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         so its replica is free again."""
         job: Job | None = None
         try:
-            job = await submission.submit(
-                self._scheduler,
-                params,
-                priority,
-                context,
-                bound_by_call_deadline=True,
-                telemetry=self._telemetry,
-            )
-            yield job
+            with self._streams.hold(conversion.caller(context)):
+                job = await submission.submit(
+                    self._scheduler,
+                    params,
+                    priority,
+                    context,
+                    bound_by_call_deadline=True,
+                    telemetry=self._telemetry,
+                )
+                yield job
         except Exception as exc:
             await errors.abort(context, exc)
         finally:

@@ -19,6 +19,8 @@ from engine.config import (
     demo_model_config,
 )
 from scheduler.fleet import FleetSettings
+from server.auth import ApiKey, Role
+from server.tls import TlsConfigError, server_credentials
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -58,6 +60,15 @@ class ServerSettings:
     web_address: str | None = None
     web_allowed_origins: tuple[str, ...] = ()
     web_page: bool = True
+    # Open StreamGenerate / Generate / WatchJob calls one caller may hold (0: no limit).
+    max_streams_per_caller: int = 32
+    reflection: bool = True
+    # PEM files: a certificate and key turn TLS on; a client CA makes it mutual TLS.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    # API keys ([[server.api_keys]]): none means authentication is off.
+    api_keys: tuple[ApiKey, ...] = ()
 
 
 _SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"models", "scheduler"}
@@ -117,6 +128,7 @@ def load_settings(
     server.update({key: value for key, value in overrides.items() if key in _SERVER_KEYS})
     if "web_allowed_origins" in server:  # a TOML list
         server["web_allowed_origins"] = tuple(server["web_allowed_origins"])
+    server["api_keys"] = api_keys(server.get("api_keys", ()))
     scheduler = dict(document.get("scheduler", {}))
     scheduler.update({key: value for key, value in overrides.items() if key in _SCHEDULER_KEYS})
     server["scheduler"] = scheduler_settings(scheduler)
@@ -131,6 +143,10 @@ def load_settings(
         raise ConfigError(str(exc)) from exc
     if settings.default_model is not None and settings.default_model not in ids:
         raise ConfigError(f"default_model {settings.default_model!r} is not one of {ids}")
+    try:
+        server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    except TlsConfigError as exc:
+        raise ConfigError(f"[server]: {exc}") from exc
     _check_storage(settings)
     return settings
 
@@ -142,6 +158,34 @@ def _check_storage(settings: ServerSettings) -> None:
         check_storage_settings(settings)
     except ValueError as exc:
         raise ConfigError(f"[server]: {exc}") from exc
+
+
+def api_keys(entries: Any) -> tuple[ApiKey, ...]:
+    """``[[server.api_keys]]`` entries (``name``, ``role``, ``sha256``) as ApiKeys."""
+    if isinstance(entries, tuple) and all(isinstance(entry, ApiKey) for entry in entries):
+        return entries
+    keys = []
+    for index, entry in enumerate(entries):
+        where = f"[[server.api_keys]] #{index + 1}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: must be a table with name, role and sha256")
+        _reject_unknown(entry, {"name", "role", "sha256"}, where)
+        name, digest = str(entry.get("name", "")), str(entry.get("sha256", "")).lower()
+        if not name:
+            raise ConfigError(f"{where}: 'name' is required (it is the caller's identity)")
+        if len(digest) != 64 or any(char not in "0123456789abcdef" for char in digest):
+            raise ConfigError(
+                f"{where} ({name}): 'sha256' must be 64 hex digits, as `pointillist keygen` prints"
+            )
+        try:
+            role = Role(entry.get("role", "user"))
+        except ValueError:
+            raise ConfigError(f"{where} ({name}): role must be 'user' or 'admin'") from None
+        keys.append(ApiKey(name=name, role=role, sha256=digest))
+    names = [key.name for key in keys]
+    if len(set(names)) != len(names):
+        raise ConfigError("[[server.api_keys]]: names must be unique (each is a caller)")
+    return tuple(keys)
 
 
 def scheduler_settings(table: Mapping[str, Any]) -> FleetSettings:

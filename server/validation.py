@@ -18,6 +18,10 @@ MAX_GUIDANCE = 30.0
 DEFAULT_QUALITY = 90
 DEFAULT_PREVIEW_SIZE = 256
 PREVIEW_SIZE_RANGE = (16, 1024)
+# Image i uses seed + i, and torch seeds are unsigned 64-bit: the last image's seed must fit.
+MAX_SEED = 2**64 - 1
+# Model ids are short names; a longer one is refused before it is looked up (and echoed back).
+MAX_MODEL_ID_CHARS = 128
 
 IMAGE_FORMATS = {
     pb.IMAGE_FORMAT_UNSPECIFIED: ImageFormat.PNG,
@@ -50,6 +54,16 @@ def resolve_parameters(
     prefix: str = "parameters.",
 ) -> GenerationSpec:
     """Apply the model's defaults and limits; raise UnknownModelError or InvalidRequestError."""
+    if len(params.model) > MAX_MODEL_ID_CHARS:
+        raise InvalidRequestError(
+            [
+                FieldViolation(
+                    prefix + "model",
+                    f"is {len(params.model)} characters; model ids are at most "
+                    f"{MAX_MODEL_ID_CHARS}",
+                )
+            ]
+        )
     model_id = params.model or default_model
     model = models.get(model_id)
     if model is None:
@@ -58,8 +72,9 @@ def resolve_parameters(
     bad: list[FieldViolation] = []
 
     def check(ok: bool, name: str, description: str) -> None:
+        # An empty name is the parameters message itself: a limit on several fields together.
         if not ok:
-            bad.append(FieldViolation(prefix + name, description))
+            bad.append(FieldViolation(prefix + name if name else prefix.rstrip("."), description))
 
     check(bool(params.prompt.strip()), "prompt", "must not be empty")
     for name in ("prompt", "negative_prompt"):
@@ -105,6 +120,23 @@ def resolve_parameters(
         "num_images",
         f"must be between 1 and {limits.max_images}, got {num_images}",
     )
+    if params.HasField("seed"):
+        last_seed = params.seed + max(1, min(num_images, limits.max_images)) - 1
+        check(
+            last_seed <= MAX_SEED,
+            "seed",
+            f"must be at most 2^64 - num_images (image i uses seed + i), got {params.seed}",
+        )
+    size_fields = {prefix + name for name in ("width", "height", "steps", "num_images")}
+    if not any(violation.field in size_fields for violation in bad):
+        # Only when every size field is in bounds: otherwise the budget repeats their errors.
+        work = width * height * steps * num_images
+        check(
+            work <= limits.max_pixel_steps,
+            "",
+            f"width x height x steps x num_images is {work:,}; model {model_id!r} allows at "
+            f"most {limits.max_pixel_steps:,} per request (lower the size, steps or images)",
+        )
     image_format = IMAGE_FORMATS.get(params.output_format)
     check(
         image_format is not None,

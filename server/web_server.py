@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from google.protobuf.descriptor import ServiceDescriptor
@@ -20,6 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse, PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.auth import KeyRing
 from server.connect_bridge import ServiceApplication, service_applications
 
 log = logging.getLogger("pointillist.server")
@@ -81,10 +84,11 @@ def build_application(
     allowed_origins: tuple[str, ...] = (),
     page: bool = True,
     read_max_bytes: int = 1 << 20,
+    keys: KeyRing | None = None,
 ) -> ASGIApp:
     """The ASGI app: services, the page, and CORS for ``allowed_origins`` (none: same origin
-    only; ``*``: any)."""
-    app: ASGIApp = WebApplication(service_applications(servicers, read_max_bytes), page)
+    only; ``*``: any). With ``keys``, RPCs need an API key exactly as on the gRPC port."""
+    app: ASGIApp = WebApplication(service_applications(servicers, read_max_bytes, keys), page)
     if allowed_origins:
         app = CORSMiddleware(
             app,
@@ -122,14 +126,34 @@ class WebServer:
             log.exception("web server ended with an error")
 
 
+@dataclass(frozen=True)
+class WebTls:
+    """PEM paths for HTTPS on the browser port; ``client_ca`` requires client certificates."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"ssl_certfile": self.cert, "ssl_keyfile": self.key}
+        if self.client_ca is not None:
+            options.update(ssl_ca_certs=self.client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+        return options
+
+
 async def start_web_server(
     address: str,
     servicers: Mapping[ServiceDescriptor, object],
     allowed_origins: tuple[str, ...] = (),
     page: bool = True,
     read_max_bytes: int = 1 << 20,
+    keys: KeyRing | None = None,
+    tls: WebTls | None = None,
 ) -> WebServer:
-    """Bind ``address`` (``host:port``; port 0 picks a free one) and serve on this loop."""
+    """Bind ``address`` (``host:port``; port 0 picks a free one) and serve on this loop.
+
+    ``tls``: the gRPC port's certificate, key and client CA, so the browser port is no weaker
+    than the gRPC port (HTTPS, and client certificates when the gRPC port asks for them)."""
     host, _, port_text = address.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -143,13 +167,14 @@ async def start_web_server(
     # Listening now means a client that connects before uvicorn's first tick just waits.
     sock.listen(128)
     config = uvicorn.Config(
-        build_application(servicers, tuple(allowed_origins), page, read_max_bytes),
+        build_application(servicers, tuple(allowed_origins), page, read_max_bytes, keys),
         lifespan="off",
         http="h11",
         ws="none",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=_SHUTDOWN_GRACE_S,
+        **(tls.uvicorn_options() if tls is not None else {}),
     )
     server = _LoopServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="web-server")

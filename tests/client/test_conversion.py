@@ -330,7 +330,12 @@ def test_model_list() -> None:
                 precision_reason="auto: no CUDA device, running bf16",
                 device_kinds=[pb.DEVICE_KIND_CPU, pb.DEVICE_KIND_CUDA],
                 limits=pb.ModelLimits(
-                    max_width=512, max_height=384, max_steps=50, max_images=4, max_prompt_chars=900
+                    max_width=512,
+                    max_height=384,
+                    max_steps=50,
+                    max_images=4,
+                    max_prompt_chars=900,
+                    max_pixel_steps=1 << 40,
                 ),
                 defaults=pb.ModelDefaults(width=256, height=256, steps=28, guidance_scale=7.2),
                 ready=True,
@@ -352,6 +357,7 @@ def test_model_list() -> None:
     assert (model.limits.max_width, model.limits.max_height) == (512, 384)
     assert (model.limits.max_steps, model.limits.max_images) == (50, 4)
     assert model.limits.max_prompt_chars == 900
+    assert model.limits.max_pixel_steps == 1 << 40
     assert (model.defaults.width, model.defaults.height, model.defaults.steps) == (256, 256, 28)
     assert model.defaults.guidance_scale == 7.2
     assert model.ready

@@ -12,6 +12,7 @@ with Client("127.0.0.1:50051") as client:
 
 from pointillist.async_client import AsyncClient, AsyncGenerationStream, AsyncJobWatch
 from pointillist.client import Client, GenerationStream, JobWatch
+from pointillist.credentials import TlsSettings
 from pointillist.errors import (
     CancelledError,
     DeadlineExceededError,
@@ -99,6 +100,7 @@ __all__ = [
     "ServerStatus",
     "Started",
     "Timings",
+    "TlsSettings",
     "UnauthenticatedError",
     "UnavailableError",
     "error_from_rpc",

@@ -37,6 +37,7 @@ from pointillist.conversion import (
     stream_request,
     submit_request,
 )
+from pointillist.credentials import TlsSettings, call_metadata
 from pointillist.errors import error_from_rpc
 from pointillist.events import Event, ModelList, Result
 from pointillist.jobs import JobInfo, Priority
@@ -155,19 +156,24 @@ class AsyncClient:
         metadata: Sequence[tuple[str, str]] = (),
         channel: grpc.aio.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        tls: TlsSettings | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.target = target
         self._owns_channel = channel is None
         if channel is None:
+            options = [*CHANNEL_OPTIONS, *(tls.channel_options() if tls else [])]
+            if credentials is None and tls is not None:
+                credentials = tls.credentials()
             if credentials is None:
-                channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+                channel = grpc.aio.insecure_channel(target, options=options)
             else:
-                channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+                channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._channel = channel
         self._stub = generation_pb2_grpc.GenerationServiceStub(channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(channel)
         self._status = status_pb2_grpc.StatusServiceStub(channel)
-        self._settings = CallSettings(timeout, metadata)
+        self._settings = CallSettings(timeout, call_metadata(metadata, api_key))
 
     async def generate(
         self,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pointillist.client import DEFAULT_TARGET, Client, GenerationStream
+from pointillist.credentials import API_KEY_ENV, TlsSettings
 from pointillist.errors import (
     CancelledError,
     DeadlineExceededError,
@@ -118,6 +119,23 @@ def build_parser(*, plugins: bool = True) -> tuple[argparse.ArgumentParser, list
         default=[],
         metavar="KEY=VALUE",
         help="gRPC metadata to send, e.g. 'authorization=Bearer ...' (repeatable)",
+    )
+    connection.add_argument(
+        "--tls", action="store_true", help="connect with TLS (implied by the --tls-* files)"
+    )
+    connection.add_argument(
+        "--tls-ca", type=Path, metavar="PEM", help="CA of the server's certificate (TLS)"
+    )
+    connection.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="client certificate, for mutual TLS"
+    )
+    connection.add_argument("--tls-key", type=Path, metavar="PEM", help="client certificate's key")
+    connection.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help=f"file holding the API key (default: ${API_KEY_ENV}; a key on the command line "
+        "would show in the process list)",
     )
     # SUPPRESS keeps a top-level -v when the subcommand's is not given.
     connection.add_argument(
@@ -312,6 +330,16 @@ def _name(entry_point: metadata.EntryPoint) -> str:
 # Entry point
 
 
+def _connect(args: argparse.Namespace) -> Client:
+    """The client the connection flags describe (TLS files, API key file or environment)."""
+    tls_files = (args.tls_ca, args.tls_cert, args.tls_key)
+    tls = None
+    if args.tls or any(path is not None for path in tls_files):
+        tls = TlsSettings(root_cert=args.tls_ca, client_cert=args.tls_cert, client_key=args.tls_key)
+    api_key = args.api_key_file.read_text().strip() if args.api_key_file else None
+    return Client(args.server, timeout=args.timeout, metadata=args.header, tls=tls, api_key=api_key)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code; prints errors, never a traceback."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -393,7 +421,7 @@ def run_generate(args: argparse.Namespace) -> int:
     """Stream one generation with a progress display, then write and list the images."""
     output_format, output = resolve_output(args.output, args.format)
     bar = None if args.quiet else ProgressBar(sys.stderr)
-    with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
+    with _connect(args) as client:
         if args.wait_ready is not None:
             client.wait_until_serving(args.wait_ready)
         with client.stream(
@@ -482,7 +510,7 @@ def _summary(result: Result) -> str:
 
 def run_models(args: argparse.Namespace) -> int:
     """Print the served models as a table."""
-    with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
+    with _connect(args) as client:
         listing = client.models()
     print(render_models(listing))
     return EXIT_OK
@@ -540,7 +568,7 @@ def _precisions(precisions: list[ComponentPrecision]) -> str:
 
 def run_status(args: argparse.Namespace) -> int:
     """Print the server's devices, replicas and model queues as tables."""
-    with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
+    with _connect(args) as client:
         status = client.server_status()
     print(render_status(status))
     return EXIT_OK
@@ -638,7 +666,7 @@ def format_bytes(count: int) -> str:
 def run_submit(args: argparse.Namespace) -> int:
     """Queue a job and print its id (alone on stdout, for scripts)."""
     output_format = args.format or "png"
-    with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
+    with _connect(args) as client:
         job_id = client.submit(args.prompt, output_format=output_format, **_generation_kwargs(args))
     print(job_id)
     return EXIT_OK
@@ -649,7 +677,7 @@ def run_watch(args: argparse.Namespace) -> int:
     bar = None if args.quiet else ProgressBar(sys.stderr)
     try:
         with (
-            Client(args.server, timeout=args.timeout, metadata=args.header) as client,
+            _connect(args) as client,
             client.watch(args.job_id) as watch,
         ):
             result = _follow(watch, bar)
@@ -666,7 +694,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
 def run_job(args: argparse.Namespace) -> int:
     """Print a job's state and details."""
-    with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
+    with _connect(args) as client:
         job = client.get_job(args.job_id)
     print(render_job(job))
     return EXIT_OK
@@ -674,7 +702,7 @@ def run_job(args: argparse.Namespace) -> int:
 
 def run_cancel(args: argparse.Namespace) -> int:
     """Cancel a job and say what became of it."""
-    with Client(args.server, timeout=args.timeout, metadata=args.header) as client:
+    with _connect(args) as client:
         job = client.cancel_job(args.job_id)
     print(render_cancel(job))
     return EXIT_OK

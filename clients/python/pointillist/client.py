@@ -38,6 +38,7 @@ from pointillist.conversion import (
     stream_request,
     submit_request,
 )
+from pointillist.credentials import TlsSettings, call_metadata
 from pointillist.errors import CancelledError, InternalError, UnavailableError, error_from_rpc
 from pointillist.events import Event, ModelList, Result
 from pointillist.jobs import JobInfo, Priority
@@ -205,6 +206,10 @@ class Client:
         channel: a channel to use instead of an insecure one to ``target``; the caller owns it
             and :meth:`close` leaves it open.
         credentials: channel credentials for TLS (ignored when ``channel`` is given).
+        tls: TLS from PEM files (server CA, client certificate and key for mutual TLS);
+            ``credentials`` wins when both are given.
+        api_key: sent as ``authorization: Bearer <key>`` on every call; None reads
+            ``$POINTILLIST_API_KEY`` (unset: no key).
     """
 
     def __init__(
@@ -215,19 +220,24 @@ class Client:
         metadata: Sequence[tuple[str, str]] = (),
         channel: grpc.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        tls: TlsSettings | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.target = target
         self._owns_channel = channel is None
         if channel is None:
+            options = [*CHANNEL_OPTIONS, *(tls.channel_options() if tls else [])]
+            if credentials is None and tls is not None:
+                credentials = tls.credentials()
             if credentials is None:
-                channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+                channel = grpc.insecure_channel(target, options=options)
             else:
-                channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+                channel = grpc.secure_channel(target, credentials, options=options)
         self._channel = channel
         self._stub = generation_pb2_grpc.GenerationServiceStub(channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(channel)
         self._status = status_pb2_grpc.StatusServiceStub(channel)
-        self._settings = CallSettings(timeout, metadata)
+        self._settings = CallSettings(timeout, call_metadata(metadata, api_key))
 
     def generate(
         self,

@@ -358,6 +358,7 @@ def model_from_proto(model: pb.ModelInfo) -> ModelInfo:
             max_steps=model.limits.max_steps,
             max_images=model.limits.max_images,
             max_prompt_chars=model.limits.max_prompt_chars,
+            max_pixel_steps=model.limits.max_pixel_steps,
         ),
         defaults=ModelDefaults(
             width=model.defaults.width,

@@ -193,6 +193,8 @@ class ModelLimits:
     max_steps: int
     max_images: int
     max_prompt_chars: int
+    # width x height x steps x images per request at most (0: a server without this limit).
+    max_pixel_steps: int = 0
 
 
 @dataclass(frozen=True)

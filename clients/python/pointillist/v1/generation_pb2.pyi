@@ -296,18 +296,20 @@ class ModelInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., precision_policy: _Optional[str] = ..., precisions: _Optional[_Iterable[_Union[ComponentPrecision, _Mapping]]] = ..., precision_reason: _Optional[str] = ..., device_kinds: _Optional[_Iterable[_Union[DeviceKind, str]]] = ..., limits: _Optional[_Union[ModelLimits, _Mapping]] = ..., defaults: _Optional[_Union[ModelDefaults, _Mapping]] = ..., ready: _Optional[bool] = ...) -> None: ...
 
 class ModelLimits(_message.Message):
-    __slots__ = ("max_width", "max_height", "max_steps", "max_images", "max_prompt_chars")
+    __slots__ = ("max_width", "max_height", "max_steps", "max_images", "max_prompt_chars", "max_pixel_steps")
     MAX_WIDTH_FIELD_NUMBER: _ClassVar[int]
     MAX_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PIXEL_STEPS_FIELD_NUMBER: _ClassVar[int]
     max_width: int
     max_height: int
     max_steps: int
     max_images: int
     max_prompt_chars: int
-    def __init__(self, max_width: _Optional[int] = ..., max_height: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_images: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ...) -> None: ...
+    max_pixel_steps: int
+    def __init__(self, max_width: _Optional[int] = ..., max_height: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_images: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ...) -> None: ...
 
 class ModelDefaults(_message.Message):
     __slots__ = ("width", "height", "steps", "guidance_scale")
