@@ -631,7 +631,8 @@ class FleetScheduler:
         for job in jobs:
             outcome = outcomes[job.id]
             if isinstance(outcome, ipc.JobDone):
-                self._succeed(model, job, outcome, time.monotonic() - started)
+                share = job.spec.num_images / sum(member.spec.num_images for member in jobs)
+                self._succeed(model, job, outcome, time.monotonic() - started, share)
             elif isinstance(outcome, ipc.JobCancelled):
                 job.completed_steps = outcome.completed_steps
                 job.steps_after_cancel = outcome.steps_after_cancel
@@ -665,9 +666,14 @@ class FleetScheduler:
             await replica.kill()
             return
 
-    def _succeed(self, model: _Model, job: Job, outcome: ipc.JobDone, run_s: float) -> None:
+    def _succeed(
+        self, model: _Model, job: Job, outcome: ipc.JobDone, run_s: float, share: float
+    ) -> None:
         now = time.monotonic()
-        model.throughput.record(job.spec, outcome.output.timings.denoising_s, run_s)
+        # Members of a batch share the replica's time (``share``: their part of its images);
+        # counting the whole time for each would grow the estimate (queue waits, RetryInfo,
+        # deadline admission) with the batch size.
+        model.throughput.record(job.spec, outcome.output.timings.denoising_s * share, run_s * share)
         timings = dataclasses.replace(
             outcome.output.timings,
             queue_wait_s=(job.started_at or now) - job.submitted_at,
