@@ -61,6 +61,7 @@ from engine.job import (
     Timings,
     batch_key,
 )
+from engine.library_versions import library_versions
 from engine.loading import ModelLoadError, load_pipeline, locate_source, resolve_device
 from engine.precision import (
     COMPONENTS,
@@ -70,7 +71,7 @@ from engine.precision import (
     plan_precision,
 )
 from engine.preview import flow_x0_estimate, latents_to_images
-from engine.provenance import device_info, library_versions
+from engine.provenance import device_info
 from engine.worker_tracing import UNTRACED, BatchRecorder
 
 Event = StepProgress | StepPreview

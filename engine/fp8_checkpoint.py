@@ -36,8 +36,8 @@ from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
 from safetensors.torch import load_file, save_file
 
 from engine import fp8
+from engine.library_versions import library_versions
 from engine.precision import FP8_COMPONENTS
-from engine.provenance import library_versions
 
 MARKER_FILE = "pointillist_fp8.json"
 FORMAT = "pointillist-fp8"

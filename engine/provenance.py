@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,9 @@ import torch
 
 from engine.job import DeviceInfo
 
-_LIBRARIES = ("torch", "diffusers", "transformers", "optimum-quanto")
 _MIB = 1024 * 1024
 # A hub cache snapshot folder is named after the commit it holds.
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-
-
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that decide a generation's numerics."""
-    versions = {}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def device_info(device: torch.device) -> DeviceInfo:

@@ -11,27 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import cache
-from importlib import metadata
 
 from engine.job import GenerationSpec, LoadedModel, Provenance
+from engine.library_versions import library_versions
 
 KEY_PREFIX = "pointillist:result:v1:"
-# The libraries whose versions decide a generation's numerics (engine.provenance reports the
-# same ones from inside the worker; the scheduler reads them without importing torch).
-_LIBRARIES = ("torch", "diffusers", "transformers", "optimum-quanto")
-
-
-@cache
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that decide a generation's numerics."""
-    versions = {}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def result_key(spec: GenerationSpec, loaded: LoadedModel) -> str:

@@ -13,6 +13,7 @@ from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from scheduler.fleet import FleetSettings
 from server.background import ServerThread
 from server.settings import ServerSettings
+from tests.certificates import Pki, make_pki
 
 SCHEDULER_FIELDS = {field.name for field in dataclasses.fields(FleetSettings)}
 
@@ -42,6 +43,12 @@ def demo_server() -> Iterator[ServerThread]:
     server = ServerThread(demo_settings()).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, a server certificate for localhost and client certificates, made at test time."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -18,9 +18,10 @@ from engine.job import (
     Provenance,
     Timings,
 )
+from engine.library_versions import library_versions
 from scheduler.memory_result_store import MemoryResultStore
 from scheduler.result_codec import CorruptEntryError, decode_output, encode_output
-from scheduler.result_key import library_versions, produced_by, result_key
+from scheduler.result_key import produced_by, result_key
 
 SPEC = GenerationSpec(
     model="demo",

@@ -27,7 +27,7 @@ from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from server.auth import ApiKey, Role, hash_key
 from server.background import ServerThread
-from tests.certificates import Pki, make_pki
+from tests.certificates import Pki
 from tests.conftest import demo_settings
 
 ALICE, BOB, OPS = "pk_alice-secret-key-0123456789", "pk_bob-secret-key-9876543210", "pk_ops-key"
@@ -37,11 +37,6 @@ KEYS = (
     ApiKey("ops", Role.ADMIN, hash_key(OPS)),
 )
 LONG = {"width": 512, "height": 512, "steps": 100}
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,10 @@ import pytest
 from pointillist.v1 import jobs_pb2, status_pb2
 from server.auth import ApiKey, Role, hash_key
 from server.background import ServerThread
-from tests.certificates import Pki, make_pki
+from tests.certificates import Pki
 from tests.conftest import demo_settings
 
 USER_KEY, ADMIN_KEY = "pk_web-user-key-0123456789", "pk_web-admin-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

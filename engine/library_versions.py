@@ -1,0 +1,24 @@
+"""The versions of the libraries that decide a generation's numerics.
+
+Torch-free (read from package metadata), so the scheduler's result-cache key and the worker's
+reproducibility record name exactly the same libraries.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import metadata
+
+LIBRARIES = ("torch", "diffusers", "transformers", "optimum-quanto")
+
+
+@cache
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that decide a generation's numerics."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
