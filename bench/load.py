@@ -117,6 +117,7 @@ def run(
         models=(config,),
         inventory="cpu",
         scheduler=FleetSettings(queue_capacity=queue_capacity),
+        result_cache="off",  # load means work on the replica, never a cached answer
     )
     server = ServerThread(settings).start()
     try:

@@ -23,7 +23,14 @@ from server.settings import ServerSettings
 
 def run(runs: int, steps: int, size: int, out: Path) -> dict[str, Any]:
     config = demo_model_config()
-    server = ServerThread(ServerSettings(address="127.0.0.1:0", models=(config,))).start()
+    server = ServerThread(
+        ServerSettings(
+            # The runs repeat one seeded request: each must reach the replica, not the result cache.
+            address="127.0.0.1:0",
+            models=(config,),
+            result_cache="off",
+        )
+    ).start()
     engine = Engine.load(config)
     engine.warm_up()
     spec = GenerationSpec(

@@ -66,7 +66,11 @@ def start_server(replicas: int, batching: bool, queue_capacity: int) -> ServerTh
         queue_capacity=queue_capacity,
     )
     settings = ServerSettings(
-        address="127.0.0.1:0", models=(config,), inventory="cpu", scheduler=scheduler
+        address="127.0.0.1:0",
+        models=(config,),
+        inventory="cpu",
+        scheduler=scheduler,
+        result_cache="off",  # every cell repeats the same seeded requests: none may be a hit
     )
     server = ServerThread(settings).start()
     try:

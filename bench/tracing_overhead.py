@@ -54,6 +54,7 @@ def run(runs: int, steps: int, size: int, out: Path) -> dict[str, Any]:
         models=(dataclasses.replace(demo_model_config(), device="cpu"),),
         inventory="cpu",
         scheduler=FleetSettings(),
+        result_cache="off",  # the runs repeat one seeded request: each must reach a replica
     )
     telemetry = exporting_telemetry(receiver.endpoint)
     assert telemetry.tracer_provider is not None

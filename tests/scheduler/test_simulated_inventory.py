@@ -35,8 +35,12 @@ class FakeClock:
 def child() -> Iterator[subprocess.Popen[bytes]]:
     """A real process that waits on its stdin until the test ends."""
     process = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+        [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
+    # Wait until the interpreter runs: read too early, a freshly forked child holds under 1 MiB.
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
     yield process
     if process.poll() is None:
         assert process.stdin is not None
