@@ -11,7 +11,6 @@ but not the text encoders). Misses and hits alternate, so neither always meets a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 import uuid
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import record
+from bench.demo_run import demo_run_main
 from engine.config import demo_model_config
 from engine.engine import Engine
 from engine.job import GenerationSpec
@@ -143,13 +143,7 @@ def _summary(misses: list[float], hits: list[float]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--out", type=Path, default=record.DEFAULT_OUT)
-    args = parser.parse_args(argv)
-    run(args.runs, args.steps, args.size, args.out)
+    demo_run_main(run, __doc__, argv, runs=10)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@ process, IPC) against the same pipeline called in-process, same settings, interl
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import record
+from bench.demo_run import demo_run_main
 from engine.config import demo_model_config
 from engine.engine import Engine
 from engine.job import GenerationSpec
@@ -103,13 +103,7 @@ def run(runs: int, steps: int, size: int, out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--out", type=Path, default=record.DEFAULT_OUT)
-    args = parser.parse_args(argv)
-    run(args.runs, args.steps, args.size, args.out)
+    demo_run_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":
