@@ -35,9 +35,13 @@ def test_many_clients_vanishing_mid_stream_at_once_leave_nothing_behind(demo_ser
     ]
     calls = [pb_grpc.GenerationServiceStub(ch).StreamGenerate(request) for ch in channels]
     job_ids = [next(call).job_id for call in calls]  # every job accepted (its queued event)
-    first = calls[0]
-    while not next(first).HasField("progress"):
-        pass  # the first batch is running
+    # Wait for the first batch to run. Callers take turns, so calls[0] may be in a later batch:
+    # waiting on its own progress could let the first batch finish before anyone vanishes.
+    fleet = demo_server.scheduler
+    running = fleet.wait_until(
+        lambda: any(fleet.get_job(job_id).state == JobState.RUNNING for job_id in job_ids), 120
+    )
+    demo_server.call(running, 130)
 
     assert not any(demo_server.scheduler.get_job(job_id).state.finished for job_id in job_ids)
 
