@@ -5,10 +5,7 @@ file descriptor N. The main thread runs the pipeline; a reader thread receives m
 cancel reaches the denoising loop while a batch runs (it is checked at every step boundary).
 
 Environment: ``POINTILLIST_CPU_THREADS`` caps torch's CPU threads (a replica's share of the
-cores); ``POINTILLIST_FAULT_OOM_ABOVE_IMAGES=N`` makes every batch of more than N images raise
-the device's out-of-memory error, so fault tests can inject an OOM into a real worker;
-``POINTILLIST_FAULT_HANG_PROMPT=TEXT`` makes a job whose prompt is TEXT hang after its first step
-(until the scheduler kills the worker or closes its socket), to test the hang watchdog.
+cores). The ``POINTILLIST_FAULT_*`` settings inject faults for tests (``engine.faults``).
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from engine import ipc
+from engine import faults, ipc
 from engine.job import GenerationCancelled, GenerationOutput, StepPreview, StepProgress
 from engine.worker_tracing import BatchRecorder, SpanRecord
 
@@ -32,8 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pointillist.worker")
 
-OOM_FAULT_ENV = "POINTILLIST_FAULT_OOM_ABOVE_IMAGES"
-HANG_FAULT_ENV = "POINTILLIST_FAULT_HANG_PROMPT"
 CPU_THREADS_ENV = "POINTILLIST_CPU_THREADS"
 
 
@@ -131,7 +126,9 @@ class Worker:
                 self._running[member.job_id] = member
 
         recorder = BatchRecorder([bool(job.trace_context) for job in batch.jobs])
-        hang_prompt = os.environ.get(HANG_FAULT_ENV)
+        step_faults = faults.StepFaults(
+            [job.spec.prompt for job in batch.jobs], self._socket_closed
+        )
 
         def on_event(index: int, event: StepProgress | StepPreview) -> None:
             member = members[index]
@@ -140,12 +137,11 @@ class Worker:
                 if recorder.enabled:
                     _record_step(recorder, index, member, event)
             self.send(ipc.StepEvent(job_id=member.job_id, event=event))
-            if hang_prompt is not None and batch.jobs[index].spec.prompt == hang_prompt:
-                log.warning("injected hang (%s)", HANG_FAULT_ENV)
-                self._socket_closed.wait()  # a stuck step: only the scheduler ends it
+            if isinstance(event, StepProgress):
+                step_faults.after_step(index, member.cancel)
 
         try:
-            _inject_faults(batch)
+            faults.raise_injected_out_of_memory(batch)
             outcomes = engine.generate_batch(
                 [job.spec for job in batch.jobs],
                 on_event,
@@ -222,15 +218,6 @@ def _trace_id(carrier: dict[str, str]) -> str:
     """The trace id of a W3C ``traceparent`` (version-traceid-spanid-flags), or "" if none."""
     parts = carrier.get("traceparent", "").split("-")
     return parts[1] if len(parts) == 4 else ""
-
-
-def _inject_faults(batch: ipc.RunBatch) -> None:
-    limit = os.environ.get(OOM_FAULT_ENV)
-    images = sum(job.spec.num_images for job in batch.jobs)
-    if limit is not None and images > int(limit):
-        import torch
-
-        raise torch.OutOfMemoryError(f"injected: {images} images > {limit} ({OOM_FAULT_ENV})")
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -14,6 +14,7 @@ from scheduler.fleet import FleetSettings
 from server.background import ServerThread
 from server.settings import ServerSettings
 from tests.certificates import Pki, make_pki
+from tests.holds import HOLD_ENV
 
 SCHEDULER_FIELDS = {field.name for field in dataclasses.fields(FleetSettings)}
 
@@ -24,6 +25,8 @@ def demo_settings(**overrides: object) -> ServerSettings:
     Overrides name ServerSettings fields or FleetSettings fields (e.g. ``job_retention_s``).
     """
     scheduler = {key: overrides.pop(key) for key in list(overrides) if key in SCHEDULER_FIELDS}
+    # Every demo worker honours tests.holds (a job held after step 1 until released).
+    scheduler["worker_env"] = {**HOLD_ENV, **scheduler.get("worker_env", {})}  # type: ignore[dict-item]
     values: dict[str, object] = {
         "address": "127.0.0.1:0",
         "models": (dataclasses.replace(demo_model_config(), device="cpu"),),

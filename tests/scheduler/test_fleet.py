@@ -21,11 +21,12 @@ from scheduler.errors import JobDeadlineError, QueueFullError
 from scheduler.fleet import FleetScheduler, FleetSettings
 from scheduler.job import Job, JobState, Started
 from scheduler.simulated_inventory import SimulatedGpu, SimulatedInventory
+from tests.holds import HOLD_ENV
 
 GIB = 2**30
 STARTUP_S = 240.0
 RESERVE = GIB // 4
-WORKER_ENV = {"POINTILLIST_CPU_THREADS": "1"}
+WORKER_ENV = {"POINTILLIST_CPU_THREADS": "1", **HOLD_ENV}
 FAST: dict[str, object] = {
     "poll_interval_s": 0.2,
     "reserve_bytes": RESERVE,

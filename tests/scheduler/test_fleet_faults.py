@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from engine.faults import HANG_FAULT_ENV
 from engine.job import StepProgress
-from engine.worker import HANG_FAULT_ENV
 from scheduler.errors import ReplicaHungError
 from scheduler.job import Job, JobState
 from scheduler.simulated_inventory import SimulatedInventory

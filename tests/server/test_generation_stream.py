@@ -10,6 +10,8 @@ from PIL import Image
 
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
+from scheduler.errors import JobDeadlineError
+from tests.holds import new_hold
 
 
 def params(**fields: object) -> pb.GenerationParameters:
@@ -144,9 +146,17 @@ def test_list_models_reports_precision_limits_defaults_and_readiness(stub):
     assert precisions["vae"].weights in (pb.PRECISION_BF16, pb.PRECISION_FP32)
 
 
-def test_deadline_too_short_for_the_job_ends_with_deadline_exceeded(stub):
-    request = pb.StreamGenerateRequest(parameters=params(steps=100, width=512, height=512, seed=1))
+def test_deadline_too_short_for_the_job_ends_with_deadline_exceeded(stub, demo_server):
+    # The job is held after its first step, so it is still running when the deadline passes,
+    # however fast the machine is; the server, not only the client library, must end it.
+    hold = new_hold("deadline")
+    request = pb.StreamGenerateRequest(parameters=params(prompt=hold.prompt, steps=4, seed=1))
+    call = stub.StreamGenerate(request, timeout=3.0)
+    job_id = next(call).job_id
 
     with pytest.raises(grpc.RpcError) as caught:
-        list(stub.StreamGenerate(request, timeout=0.5))
+        list(call)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    job = demo_server.wait_job_finished(job_id)
+    assert isinstance(job.error, JobDeadlineError), job.error
+    assert job.completed_steps is not None and job.completed_steps < 4
