@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from engine.job import GenerationOutput, GenerationSpec, LoadedModel, PreviewSettings, Timings
-from scheduler.errors import JobCancelledError, NotServingError, SchedulerError, UnknownJobError
+from scheduler.errors import NotServingError, SchedulerError, UnknownJobError
 from scheduler.interface import ModelStatus, Scheduler
 from scheduler.job import Job, JobEvent, JobState
 from scheduler.result_codec import decode_output, encode_output
@@ -116,18 +116,18 @@ class CachingScheduler:
         """A request that is not deterministic (no explicit seed): never cached."""
         return self.inner.submit(spec, deadline=deadline, priority=priority, caller=caller)
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, job_id: str, *, deadline_exceeded: bool = False) -> None:
         job = self._jobs.get(job_id)
         if job is None:
             flight = self._flight_run.get(job_id)
             if flight is not None and flight.members:
                 flight.handover = True  # the members still want the result
-            await self.inner.cancel(job_id)
+            await self.inner.cancel(job_id, deadline_exceeded=deadline_exceeded)
             return
         if job.state.finished:
             return
         job.cancel_requested = True
-        job.fail(JobCancelledError("the job was cancelled"), state=JobState.CANCELLED)
+        job.fail(job.cancel_error(deadline_exceeded), state=JobState.CANCELLED)
         flight = self._flight_of.pop(job_id, None)
         if flight is None:
             return

@@ -244,8 +244,9 @@ class FleetScheduler:
         self._wake_planner.set()
         return job
 
-    async def cancel(self, job_id: str) -> None:
-        await self._cancel(self.get_job(job_id), JobCancelledError("the job was cancelled"))
+    async def cancel(self, job_id: str, *, deadline_exceeded: bool = False) -> None:
+        job = self.get_job(job_id)
+        await self._cancel(job, job.cancel_error(deadline_exceeded))
 
     def get_job(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)

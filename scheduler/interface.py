@@ -54,8 +54,12 @@ class Scheduler(Protocol):
         identity, else the peer address) so that one caller cannot starve the others.
         """
 
-    async def cancel(self, job_id: str) -> None:
-        """Cancel a job: a queued one leaves its queue, a running one stops at the next step."""
+    async def cancel(self, job_id: str, *, deadline_exceeded: bool = False) -> None:
+        """Cancel a job: a queued one leaves its queue, a running one stops at the next step.
+
+        ``deadline_exceeded``: the caller's deadline ended it (the job ends with JobDeadlineError,
+        not JobCancelledError); the RPC's own deadline can fire a moment before the job's.
+        """
 
     def get_job(self, job_id: str) -> Job:
         """The job's record; raises UnknownJobError."""

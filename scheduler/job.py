@@ -13,7 +13,7 @@ from typing import Protocol
 
 from engine.job import DeviceInfo, GenerationOutput, GenerationSpec, StepPreview, StepProgress
 from engine.worker_tracing import SpanRecord
-from scheduler.errors import SchedulerError
+from scheduler.errors import JobCancelledError, JobDeadlineError, SchedulerError
 
 log = logging.getLogger("pointillist.scheduler")
 
@@ -121,6 +121,13 @@ class Job:
 
     def deadline_passed(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def cancel_error(self, deadline_exceeded: bool = False) -> SchedulerError:
+        """Why a cancel ends the job: its deadline (passed, or the caller's RPC deadline), else
+        a plain cancel."""
+        if deadline_exceeded or self.deadline_passed():
+            return JobDeadlineError("the deadline passed before the job finished")
+        return JobCancelledError("the job was cancelled")
 
     def publish(self, event: JobEvent) -> None:
         """Record an event and wake every watcher."""

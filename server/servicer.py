@@ -17,6 +17,9 @@ from server.caller_limits import StreamLimiter
 from server.job_telemetry import JobTelemetry
 from server.output_store import OutputPublisher
 
+# How far apart gRPC's deadline clock and Python's can read (a few ms were seen; this is ample).
+DEADLINE_CLOCK_SKEW_S = 0.05
+
 
 class GenerationServicer(pb_grpc.GenerationServiceServicer):
     """Thin: every decision lives in server.validation, the scheduler, or server.errors."""
@@ -86,7 +89,11 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
             await errors.abort(context, exc)
         finally:
             if job is not None and not job.state.finished:
-                await self._scheduler.cancel(job.id)
+                # gRPC ends the call on its own clock, which can read a few ms before Python's:
+                # a call ended that close to its deadline ended by it, not by a cancel.
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= DEADLINE_CLOCK_SKEW_S
+                await self._scheduler.cancel(job.id, deadline_exceeded=expired)
 
 
 async def published(outputs: OutputPublisher | None, event: JobEvent) -> JobEvent:
