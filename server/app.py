@@ -23,6 +23,7 @@ from scheduler.nvml_inventory import InventoryError, NvmlInventory
 from scheduler.simulated_inventory import load_inventory
 from server import auth
 from server.caller_limits import StreamLimiter
+from server.connection_age import connection_age_options
 from server.job_servicer import JobServicer
 from server.malformed_requests import MalformedRequestInterceptor
 from server.servicer import GenerationServicer
@@ -124,6 +125,7 @@ async def create_server(
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", settings.max_response_bytes),
+            *connection_age_options(settings.max_connection_age_s),
         ],
     )
     results = CachingScheduler(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -30,6 +30,9 @@ from server.validation import InvalidRequestError
 log = logging.getLogger("pointillist.server")
 
 ERROR_DOMAIN = "pointillist.v1"
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+# The longest RetryInfo delay a client library waits out by itself before it retries a refusal.
+MAX_PUSHBACK_S = 10.0
 
 
 def status_for(exc: BaseException) -> grpc.Status:
@@ -50,9 +53,41 @@ def rich_status(exc: BaseException) -> status_pb2.Status:
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
-    """End the RPC with the status for ``exc``."""
-    await context.abort_with_status(status_for(exc))
+    """End the RPC with the status for ``exc``, and the retry pushback gRPC clients obey."""
+    status = status_for(exc)
+    pushback = retry_pushback_ms(exc, status.code)
+    if pushback is not None:
+        metadata = (*(status.trailing_metadata or ()), (PUSHBACK_KEY, str(pushback)))
+        status = _Status(status.code, status.details, metadata)
+    await context.abort_with_status(status)
     raise AssertionError("abort_with_status returned")  # it always raises
+
+
+def retry_pushback_ms(exc: BaseException, code: grpc.StatusCode) -> int | None:
+    """What ``grpc-retry-pushback-ms`` tells a client whose retry policy covers the status.
+
+    A refusal that accepted nothing (a full queue, a caller limit, a server not serving) may be
+    retried after its RetryInfo delay, when that delay is short; a longer one, and every other
+    UNAVAILABLE or RESOURCE_EXHAUSTED (the job itself ran and failed, and the scheduler already
+    retried it), says -1: do not retry, the caller decides. None: no trailer (other codes are
+    never retried by the client's policy).
+    """
+    if isinstance(exc, QueueFullError | CallerLimitError | NotServingError):
+        delay = exc.retry_after_s
+        if delay is None:
+            return None  # no estimate (a drain): the client's own backoff, to another server
+        return max(0, int(delay * 1000)) if delay <= MAX_PUSHBACK_S else -1
+    retryable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    return -1 if code in retryable else None
+
+
+class _Status(grpc.Status):
+    def __init__(
+        self, code: grpc.StatusCode, details: str, trailing_metadata: tuple[tuple[str, Any], ...]
+    ) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
 
 
 def _describe(exc: BaseException) -> tuple[int, str, list[Message]]:

@@ -41,6 +41,8 @@ class ServerSettings:
     models: tuple[ModelConfig, ...] = field(default_factory=lambda: (demo_model_config(),))
     default_model: str | None = None
     drain_grace_s: float = 30.0
+    # Past this a client connection gets GOAWAY and re-resolves (server.connection_age); 0: never.
+    max_connection_age_s: float = 300.0
     max_request_bytes: int = 1 << 20
     max_response_bytes: int = 64 << 20
     inventory: str = "auto"
@@ -69,6 +71,8 @@ class ServerSettings:
     tls_client_ca: str | None = None
     # API keys ([[server.api_keys]]): none means authentication is off.
     api_keys: tuple[ApiKey, ...] = ()
+    # More keys from a TOML file of [[api_keys]] tables (a mounted Kubernetes Secret, say).
+    api_keys_file: str | None = None
 
 
 _SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"models", "scheduler"}
@@ -128,7 +132,9 @@ def load_settings(
     server.update({key: value for key, value in overrides.items() if key in _SERVER_KEYS})
     if "web_allowed_origins" in server:  # a TOML list
         server["web_allowed_origins"] = tuple(server["web_allowed_origins"])
-    server["api_keys"] = api_keys(server.get("api_keys", ()))
+    server["api_keys"] = api_keys(
+        [*server.get("api_keys", ()), *_api_keys_from_file(server.get("api_keys_file"))]
+    )
     scheduler = dict(document.get("scheduler", {}))
     scheduler.update({key: value for key, value in overrides.items() if key in _SCHEDULER_KEYS})
     server["scheduler"] = scheduler_settings(scheduler)
@@ -158,6 +164,18 @@ def _check_storage(settings: ServerSettings) -> None:
         check_storage_settings(settings)
     except ValueError as exc:
         raise ConfigError(f"[server]: {exc}") from exc
+
+
+def _api_keys_from_file(path: str | None) -> list[Any]:
+    """The ``[[api_keys]]`` tables of ``api_keys_file`` (none without a file)."""
+    if not path:
+        return []
+    document = _read_toml(Path(path))
+    _reject_unknown(document, {"api_keys"}, f"api_keys_file {path}")
+    entries = document.get("api_keys", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"api_keys_file {path}: api_keys must be an array of tables")
+    return entries
 
 
 def api_keys(entries: Any) -> tuple[ApiKey, ...]:

@@ -17,7 +17,7 @@ from scheduler.errors import (
     UnknownJobError,
     UnknownModelError,
 )
-from server.errors import rich_status
+from server.errors import retry_pushback_ms, rich_status
 from server.validation import FieldViolation, InvalidRequestError
 
 
@@ -78,3 +78,19 @@ def test_a_bug_is_internal_and_tells_nothing_of_its_insides():
     assert status.code == code_pb2.INTERNAL
     assert "secret-token-123" not in status.message
     assert grpc.StatusCode.INTERNAL.value[0] == code_pb2.INTERNAL
+
+
+@pytest.mark.parametrize(
+    ("error", "pushback"),
+    [
+        (QueueFullError("demo", 8, retry_after_s=2.5), 2500),  # accepted nothing: retry then
+        (QueueFullError("demo", 8, retry_after_s=60.0), -1),  # too long for a silent retry
+        (NotServingError("draining"), None),  # no estimate: the client's own backoff
+        (ReplicaCrashedError("crashed"), -1),  # the job ran: never retried by the client
+        (JobOutOfMemoryError("oom"), -1),
+        (UnknownJobError("j"), None),  # a code the client's policy never retries
+    ],
+)
+def test_retry_pushback_lets_clients_retry_only_what_accepted_nothing(error, pushback):
+    code = grpc.StatusCode[code_pb2.Code.Name(rich_status(error).code)]
+    assert retry_pushback_ms(error, code) == pushback

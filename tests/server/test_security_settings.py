@@ -80,3 +80,25 @@ def test_limits_and_reflection_are_server_and_scheduler_keys(tmp_path):
 
     assert settings.max_streams_per_caller == 3 and settings.reflection is False
     assert settings.scheduler.max_queued_per_caller == 5
+
+
+def test_keys_from_an_api_keys_file_join_the_config_file_keys(tmp_path):
+    """The Kubernetes Secret holds the hashes in their own file (api_keys_file)."""
+    keys = tmp_path / "api-keys.toml"
+    keys.write_text(f'[[api_keys]]\nname = "farm"\nsha256 = "{"1" * 64}"\n')
+    config = (
+        f'[server]\napi_keys_file = "{keys}"\n'
+        f'[[server.api_keys]]\nname = "ops"\nrole = "admin"\nsha256 = "{"2" * 64}"\n'
+    )
+    settings = load_settings(write(tmp_path, config), environ={})
+    assert {(key.name, key.role) for key in settings.api_keys} == {
+        ("farm", Role.USER),
+        ("ops", Role.ADMIN),
+    }
+
+    keys.write_text(f'[[api_keys]]\nname = "ops"\nsha256 = "{"3" * 64}"\n')
+    with pytest.raises(ConfigError, match="unique"):
+        load_settings(write(tmp_path, config), environ={})
+    keys.unlink()
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(write(tmp_path, config), environ={})
