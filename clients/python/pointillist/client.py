@@ -24,6 +24,7 @@ from typing import Any, Self, Unpack
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pointillist.balancing import balancing_options
 from pointillist.conversion import (
     EventEnvelope,
     GenerationOptions,
@@ -60,6 +61,8 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     # A result carries every image in one message: four 1024x1024 PNGs pass gRPC's default
     # 4 MiB receive limit. The server sets its own send limit.
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    # round_robin over every address the target resolves to, and retries of refusals.
+    *balancing_options(),
 ]
 """Channel options of the channels the clients make themselves (not of a channel passed in)."""
 
@@ -199,7 +202,9 @@ class Client:
     """Blocking client of a pointillist server.
 
     Args:
-        target: ``host:port`` of the server.
+        target: ``host:port`` of the server, or a target that resolves to several servers
+            (``dns:///name:port``, ``ipv4:h1:p1,h2:p2``): calls go round-robin over them, and
+            refusals that accepted nothing are retried (``pointillist.balancing``).
         timeout: default deadline of every call, in seconds (None: no deadline). For
             :meth:`stream` it bounds the whole stream.
         metadata: gRPC metadata sent with every call, e.g. ``[("authorization", "Bearer ...")]``.
