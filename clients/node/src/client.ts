@@ -2,7 +2,7 @@
 // and the stubs protoc-gen-es generates from proto/ (`make node`).
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { BalancedTransport } from "./balancing.js";
 import { toPointillistError } from "./errors.js";
 import {
   GenerationService,
@@ -49,16 +49,17 @@ export class PointillistClient {
   private readonly generation: Client<typeof GenerationService>;
   private readonly jobs: Client<typeof JobService>;
   private readonly defaultTimeoutMs: number | undefined;
-  private readonly session: Http2SessionManager;
+  private readonly transport: BalancedTransport;
 
-  /** `address`: host:port of the gRPC port, or a full http:// URL. */
-  constructor(address: string, options: ClientOptions = {}) {
-    const baseUrl = address.includes("://") ? address : `http://${address}`;
-    // One HTTP/2 connection for every call, kept so that close() can end it.
-    this.session = new Http2SessionManager(baseUrl);
-    const transport = createGrpcTransport({ baseUrl, sessionManager: this.session });
-    this.generation = createClient(GenerationService, transport);
-    this.jobs = createClient(JobService, transport);
+  /**
+   * `target`: host:port of the gRPC port, a full http:// URL, or several servers to balance
+   * over: `ipv4:h1:p1,h2:p2` or `dns:///name:port` (every address the name resolves to, as a
+   * Kubernetes headless Service answers). Calls go round-robin, with retries of refusals.
+   */
+  constructor(target: string, options: ClientOptions = {}) {
+    this.transport = new BalancedTransport(target);
+    this.generation = createClient(GenerationService, this.transport);
+    this.jobs = createClient(JobService, this.transport);
     this.defaultTimeoutMs = options.timeoutMs;
   }
 
@@ -146,9 +147,9 @@ export class PointillistClient {
     }
   }
 
-  /** Closes the connection; calls still running fail. */
+  /** Closes the connections; calls still running fail. */
   close(): void {
-    this.session.abort();
+    this.transport.close();
   }
 
   /**
