@@ -34,9 +34,11 @@ from pointillist.cli import (
     render_job,
     render_status,
 )
+from tests.holds import new_hold
 
 GIB = 2**30
-LONG = ["--width", "512", "--height", "512", "--steps", "100", "--seed", "7"]
+# With a prompt from new_hold: a job held after step 1 until cancelled (tests/holds.py).
+HELD = ["--width", "64", "--height", "64", "--steps", "4", "--seed", "7"]
 
 
 # -- parsing ------------------------------------------------------------------------------------
@@ -250,7 +252,7 @@ def test_cancel_a_running_job_then_watch_and_job_report_it(
     demo_server, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server = ["--server", demo_server.address, "--timeout", "120"]
-    assert main(["submit", "long", *server, *LONG]) == 0
+    assert main(["submit", new_hold("cli-cancel").prompt, *server, *HELD]) == 0
     job_id = capsys.readouterr().out.strip()
     with Client(demo_server.address, timeout=120) as client, client.watch(job_id) as watch:
         next(event for event in watch if isinstance(event, Progress))

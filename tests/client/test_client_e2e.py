@@ -16,6 +16,7 @@ from pointillist import (
     Started,
 )
 from scheduler.job import JobState
+from tests.holds import new_hold
 
 
 def test_generate_returns_a_result_with_the_asked_seed(demo_server):
@@ -45,8 +46,10 @@ def test_stream_yields_typed_events_in_order(demo_server, tmp_path):
 
 
 def test_leaving_a_stream_early_cancels_the_job(demo_server):
+    # Held after step 1 (tests/holds.py): still running when the stream is left, on any machine.
+    hold = new_hold("leave-stream")
     with Client(demo_server.address) as client:
-        with client.stream("long", width=512, height=512, steps=100, seed=3) as stream:
+        with client.stream(hold.prompt, width=64, height=64, steps=4, seed=3) as stream:
             for event in stream:
                 if isinstance(event, Progress):
                     break

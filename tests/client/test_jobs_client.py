@@ -20,8 +20,11 @@ from pointillist import (
     Result,
     Started,
 )
+from tests.holds import new_hold
 
-LONG: dict[str, Any] = {"width": 512, "height": 512, "steps": 100, "seed": 7}
+# A job held after its first step until released or cancelled (tests/holds.py): running for as
+# long as a test needs, however fast the machine is. The prompt comes from new_hold.
+HELD: dict[str, Any] = {"width": 64, "height": 64, "steps": 4, "seed": 7}
 
 
 def test_submit_then_watch_yields_the_typed_events_and_result(demo_server):
@@ -55,13 +58,17 @@ def test_get_job_returns_the_record_with_resolved_parameters(demo_server):
 
 def test_leaving_a_watch_early_does_not_cancel_the_job(demo_server):
     with Client(demo_server.address, timeout=120) as client:
-        job_id = client.submit("a fox", width=256, height=256, steps=30, seed=1)
+        hold = new_hold("leave-watch")
+        job_id = client.submit(hold.prompt, width=64, height=64, steps=4, seed=1)
         with client.watch(job_id) as watch:
             for event in watch:
-                if isinstance(event, Progress):
+                if isinstance(event, Progress):  # held there: the job outlives the watch
                     break
         assert watch.cancelled
+        still = client.get_job(job_id)
+        assert still.state is JobState.RUNNING and not still.cancel_requested
 
+        hold.release()
         result = client.watch(job_id).result()
         info = client.get_job(job_id)
 
@@ -71,7 +78,7 @@ def test_leaving_a_watch_early_does_not_cancel_the_job(demo_server):
 
 def test_cancel_job_cancels_and_the_watch_raises_cancelled(demo_server):
     with Client(demo_server.address, timeout=120) as client:
-        job_id = client.submit("long", **LONG)
+        job_id = client.submit(new_hold("cancel").prompt, **HELD)
         with client.watch(job_id) as watch:
             next(event for event in watch if isinstance(event, Progress))
             info = client.cancel_job(job_id)
@@ -134,7 +141,7 @@ async def test_async_client_submits_watches_gets_cancels_and_reports_status(demo
         events = [event async for event in client.watch(job_id)]
         info = await client.get_job(job_id)
 
-        long_id = await client.submit("long", **LONG)
+        long_id = await client.submit(new_hold("async-cancel").prompt, **HELD)
         async with client.watch(long_id) as watch:
             async for event in watch:
                 if isinstance(event, Started):

@@ -17,15 +17,9 @@ from pointillist.v1 import jobs_pb2_grpc as jobs_grpc
 from scheduler.job import JobState
 from server.background import ServerThread
 from tests.conftest import demo_settings
+from tests.holds import Hold, new_hold
 
-LONG_STEPS = 100
-LONG: dict[str, Any] = {
-    "prompt": "a long job",
-    "width": 512,
-    "height": 512,
-    "steps": LONG_STEPS,
-    "seed": 7,
-}
+HELD_STEPS = 4
 WATCH_TIMEOUT_S = 120
 
 Response = jobs_pb.WatchJobResponse
@@ -109,6 +103,12 @@ def collect(call: Iterator[Response], events: list[Response]) -> None:
         events.append(event)
 
 
+def held(hold: Hold) -> dict[str, Any]:
+    """A job held after its first step until released or cancelled (tests/holds.py): running
+    for as long as the test needs, however fast the machine is."""
+    return {"prompt": hold.prompt, "width": 64, "height": 64, "steps": HELD_STEPS, "seed": 7}
+
+
 def error_of(call: Callable[[], object]) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
         call()
@@ -119,9 +119,11 @@ def error_of(call: Callable[[], object]) -> grpc.RpcError:
 
 
 def test_submit_returns_the_id_before_the_job_runs_and_the_job_completes(jobs, demo_server):
-    job_id = submit(jobs, steps=30, width=256, height=256, seed=4)
+    hold = new_hold("submit")
+    job_id = submit(jobs, **{**held(hold), "seed": 4})
 
     assert get(jobs, job_id).state in (jobs_pb.JOB_STATE_QUEUED, jobs_pb.JOB_STATE_RUNNING)
+    hold.release()
     assert demo_server.wait_job_finished(job_id).state is JobState.SUCCEEDED
     assert get(jobs, job_id).state == jobs_pb.JOB_STATE_SUCCEEDED
 
@@ -177,25 +179,34 @@ def test_a_finished_job_can_be_watched_again_with_the_same_events(jobs):
 
 
 def test_a_watcher_that_reconnects_mid_job_gets_the_history_then_the_rest(jobs):
-    job_id = submit(jobs, steps=12, width=256, height=256, seed=6)
-    call, before = watch_until(jobs, job_id, at_step(2))
+    hold = new_hold("reconnect")
+    job_id = submit(jobs, **{**held(hold), "seed": 6})
+    call, before = watch_until(jobs, job_id, at_step(1))  # held there
     call.cancel()  # type: ignore[attr-defined]
 
-    after = list(watch(jobs, job_id))
+    again = watch(jobs, job_id)
+    history = [next(again) for _ in before]
+    assert get(jobs, job_id).state == jobs_pb.JOB_STATE_RUNNING  # reconnected mid-job
+    hold.release()
+    after = history + list(again)
 
-    assert after[: len(before)] == before
-    assert kinds(after) == expected_kinds(12)
+    assert history == before
+    assert kinds(after) == expected_kinds(HELD_STEPS)
 
 
 def test_leaving_a_watch_early_does_not_cancel_the_job(jobs, demo_server):
-    job_id = submit(jobs, steps=30, width=256, height=256, seed=5)
-    call, _ = watch_until(jobs, job_id, at_step(1))
+    hold = new_hold("leave-watch")
+    job_id = submit(jobs, **{**held(hold), "seed": 5})
+    call, _ = watch_until(jobs, job_id, at_step(1))  # held there: the job outlives the watch
 
     call.cancel()  # type: ignore[attr-defined]
     with pytest.raises(grpc.RpcError) as caught:
         next(call)
 
     assert caught.value.code() == grpc.StatusCode.CANCELLED  # the watch ended, the job did not
+    still = get(jobs, job_id)
+    assert still.state == jobs_pb.JOB_STATE_RUNNING and not still.cancel_requested
+    hold.release()
     job = demo_server.wait_job_finished(job_id)
     assert job.state is JobState.SUCCEEDED and not job.cancel_requested
     assert get(jobs, job_id).result.images[0].seed == 5
@@ -205,7 +216,7 @@ def test_leaving_a_watch_early_does_not_cancel_the_job(jobs, demo_server):
 
 
 def test_get_job_reports_queued_running_then_the_outcome(jobs, demo_server):
-    long_id = submit(jobs, **LONG)
+    long_id = submit(jobs, **held(new_hold("get")))
     long_watch, _ = watch_until(jobs, long_id, started)
     short_id = submit(jobs, steps=2, width=64, height=64, seed=5, num_images=2)
 
@@ -258,13 +269,13 @@ def test_jobs_started_by_stream_generate_are_jobs_too(jobs, stub):
 
 
 def test_cancel_a_running_job_stops_it_and_ends_its_watchers_with_cancelled(jobs, demo_server):
-    job_id = submit(jobs, **LONG)
-    call, _ = watch_until(jobs, job_id, at_step(2))
+    job_id = submit(jobs, **held(new_hold("cancel-running")))
+    call, _ = watch_until(jobs, job_id, at_step(1))  # held there: still running
 
     response = cancel(jobs, job_id)
 
     assert response.state == jobs_pb.JOB_STATE_CANCELLED and response.cancel_requested
-    assert response.progress.step < LONG_STEPS
+    assert response.progress.step < HELD_STEPS
     error = error_of(lambda: list(call))
     assert error.code() == grpc.StatusCode.CANCELLED
     rewatch = error_of(lambda: list(watch(jobs, job_id)))
@@ -276,7 +287,7 @@ def test_cancel_a_running_job_stops_it_and_ends_its_watchers_with_cancelled(jobs
 
 
 def test_cancel_a_queued_job_takes_it_out_of_the_queue_before_it_starts(jobs, demo_server):
-    long_id = submit(jobs, **LONG)
+    long_id = submit(jobs, **held(new_hold("hog")))
     long_watch, _ = watch_until(jobs, long_id, started)
     queued_id = submit(jobs, steps=2, seed=1)
 
@@ -411,7 +422,7 @@ def test_stream_generate_rejects_an_unknown_priority(stub):
 
 
 def test_a_high_priority_job_starts_before_a_low_one_submitted_earlier(jobs, demo_server):
-    long_id = submit(jobs, **LONG)
+    long_id = submit(jobs, **held(new_hold("hog")))
     long_watch, _ = watch_until(jobs, long_id, started)
     # Different step counts: the two can never share one batch, so one must start first.
     low_id = submit(jobs, priority=pb.PRIORITY_LOW, steps=2, seed=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import signal
@@ -17,19 +18,24 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
+from tests.holds import HOLD_ENV, new_hold
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class ServeProcess:
-    """`pointillist serve` on a free port; its log lines are collected by a reader thread."""
+    """`pointillist serve` on a free port; its log lines are collected by a reader thread.
+
+    Its worker inherits HOLD_ENV, so a test can hold a job there (tests/holds.py).
+    """
 
     def __init__(self, *extra: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pointillist.cli", "serve", "--address", "127.0.0.1:0", *extra],
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **HOLD_ENV},
         )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -92,10 +98,11 @@ def test_sigterm_finishes_accepted_work_refuses_new_work_and_exits_zero(serve_pr
     with grpc.insecure_channel(serve_process.address) as channel:
         watch_health(channel, SERVING)
         stub = pb_grpc.GenerationServiceStub(channel)
-        long_job = pb.GenerationParameters(
-            prompt="finish me", width=256, height=256, steps=60, seed=1
-        )
-        call = stub.StreamGenerate(pb.StreamGenerateRequest(parameters=long_job), timeout=120)
+        # Held after step 1 until released: still running when the signal arrives, on any
+        # machine, so the drain really has accepted work to finish.
+        hold = new_hold("finish-me")
+        job = pb.GenerationParameters(prompt=hold.prompt, width=64, height=64, steps=4, seed=1)
+        call = stub.StreamGenerate(pb.StreamGenerateRequest(parameters=job), timeout=120)
         events = iter(call)
         while not next(events).HasField("progress"):
             pass
@@ -108,9 +115,11 @@ def test_sigterm_finishes_accepted_work_refuses_new_work_and_exits_zero(serve_pr
                 timeout=30,
             )
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert serve_process.process.poll() is None, "the server left before its job finished"
 
+        hold.release()
         rest = list(events)
         assert rest[-1].HasField("result")
-        assert [e.progress.step for e in rest if e.HasField("progress")][-1] == 60
+        assert [e.progress.step for e in rest if e.HasField("progress")] == [2, 3, 4]
 
     assert serve_process.process.wait(timeout=60) == 0

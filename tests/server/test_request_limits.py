@@ -11,6 +11,7 @@ from grpc_status import rpc_status
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from pointillist.v1 import jobs_pb2, jobs_pb2_grpc
+from tests.holds import new_hold
 from tests.server.test_validation_errors import call_with, violations_of
 
 GENERATE = "/pointillist.v1.GenerationService/Generate"
@@ -75,9 +76,13 @@ def test_a_body_that_is_not_protobuf_is_invalid_argument_not_unknown(channel):
 
 def test_one_caller_may_queue_only_so_many_jobs_and_gets_a_retry_delay(demo_server, stub):
     limit = demo_server.scheduler.settings.max_queued_per_caller
+    # Held after its first step (tests/holds.py): the replica stays busy, so the small jobs stay
+    # queued however fast the machine is.
     blocker = stub.StreamGenerate(
         pb.StreamGenerateRequest(
-            parameters=pb.GenerationParameters(prompt="block", width=512, height=512, steps=100)
+            parameters=pb.GenerationParameters(
+                prompt=new_hold("block").prompt, width=64, height=64, steps=4
+            )
         ),
         timeout=120,
     )

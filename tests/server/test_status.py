@@ -17,8 +17,8 @@ from pointillist.v1 import status_pb2_grpc as status_grpc
 from scheduler.inventory import DeviceSnapshot, ProcessMemory
 from scheduler.status import ModelQueueStatus, ReplicaStatus, SchedulerStatus
 from server import conversion
+from tests.holds import new_hold
 
-LONG = pb.GenerationParameters(prompt="a long job", width=512, height=512, steps=100, seed=7)
 GIB = 2**30
 
 
@@ -61,11 +61,13 @@ def test_server_status_lists_the_demo_replica_and_model(status_stub, demo_server
 
 def test_server_status_counts_running_and_queued_jobs(status_stub, channel, demo_server):
     jobs = jobs_grpc.JobServiceStub(channel)
-    long_id = jobs.SubmitJob(jobs_pb.SubmitJobRequest(parameters=LONG), timeout=10).job_id
+    # Held after its first step (tests/holds.py): running until cancelled, on any machine.
+    held = pb.GenerationParameters(prompt=new_hold("status").prompt, width=64, height=64, steps=4)
+    long_id = jobs.SubmitJob(jobs_pb.SubmitJobRequest(parameters=held), timeout=10).job_id
     watch: Iterator[jobs_pb.WatchJobResponse] = jobs.WatchJob(
         jobs_pb.WatchJobRequest(job_id=long_id), timeout=120
     )
-    next(event for event in watch if event.HasField("started"))
+    next(event for event in watch if event.HasField("progress"))
     queued_id = jobs.SubmitJob(
         jobs_pb.SubmitJobRequest(parameters=pb.GenerationParameters(prompt="waits", steps=2)),
         timeout=10,
@@ -75,6 +77,9 @@ def test_server_status_counts_running_and_queued_jobs(status_stub, channel, demo
     for job_id in (queued_id, long_id):
         jobs.CancelJob(jobs_pb.CancelJobRequest(job_id=job_id), timeout=30)
     watch.cancel()  # type: ignore[attr-defined]
+    # A cancel reaches a running job at its next step: wait for both to end, then look.
+    for job_id in (queued_id, long_id):
+        demo_server.wait_job_finished(job_id)
     idle = server_status(status_stub)
 
     assert (demo_model(busy).running_jobs, demo_model(busy).queued_jobs) == (1, 1)

@@ -7,23 +7,30 @@ import signal
 
 from pointillist.v1 import generation_pb2 as pb
 from scheduler.job import JobState
+from tests.holds import new_hold
 
 
 def test_killed_worker_job_is_retried_and_completes(stub, demo_server):
     (replica,) = demo_server.scheduler.replicas("demo")
     pid_before = replica.pid
+    # Held after step 1 (tests/holds.py), the job is surely mid-run when its worker is killed,
+    # however fast the machine is. The hold is released when the retry starts (the first worker
+    # is gone by then), so the retry runs through.
+    hold = new_hold("survive")
     request = pb.StreamGenerateRequest(
         parameters=pb.GenerationParameters(
-            prompt="survive", width=256, height=256, steps=30, seed=11
+            prompt=hold.prompt, width=64, height=64, steps=4, seed=11
         )
     )
     events = []
     killed = False
     for event in stub.StreamGenerate(request, timeout=240):
         events.append(event)
-        if event.HasField("progress") and event.progress.step == 2 and not killed:
+        if event.HasField("progress") and not killed:
             os.kill(pid_before, signal.SIGKILL)
             killed = True
+        if event.HasField("started") and killed:
+            hold.release()
 
     kinds = [event.WhichOneof("event") for event in events]
     assert kinds.count("started") == 2, "the job starts again on the restarted replica"
