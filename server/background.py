@@ -73,10 +73,16 @@ class ServerThread:
         )
 
     def wait_job_finished(self, job_id: str, timeout: float = 60.0) -> Job:
-        """Block until the job has ended, by watching its events on the server's loop."""
+        """Block until the job has ended, by watching its events on the server's loop.
+
+        Jobs are looked up where the RPCs look them up: the result cache's own jobs (a cache hit,
+        a single-flight follower) are there, not in the fleet.
+        """
+        assert self.running is not None
+        front = self.running.results or self.running.scheduler
 
         async def finished() -> Job:
-            job: Job = self.scheduler.get_job(job_id)
+            job: Job = front.get_job(job_id)
             try:
                 async for _ in job.events():
                     pass

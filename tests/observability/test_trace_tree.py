@@ -20,6 +20,7 @@ from pointillist.v1 import jobs_pb2, jobs_pb2_grpc
 from server.background import ServerThread
 from server.telemetry import Telemetry
 from tests.conftest import demo_settings
+from tests.holds import new_hold
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN_ID = "00f067aa0ba902b7"
@@ -211,7 +212,10 @@ def test_a_cancelled_job_ends_its_job_span_with_the_cancellation(traced):
         stub = pb_grpc.GenerationServiceStub(channel)
         call = stub.StreamGenerate(
             pb.StreamGenerateRequest(
-                parameters=pb.GenerationParameters(prompt="slow", width=64, height=64, steps=50)
+                # Held after step 1 (tests.holds): still running when the caller leaves.
+                parameters=pb.GenerationParameters(
+                    prompt=new_hold("traced").prompt, width=64, height=64, steps=4
+                )
             ),
             metadata=TRACEPARENT,
         )

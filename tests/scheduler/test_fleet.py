@@ -21,7 +21,7 @@ from scheduler.errors import JobDeadlineError, QueueFullError
 from scheduler.fleet import FleetScheduler, FleetSettings
 from scheduler.job import Job, JobState, Started
 from scheduler.simulated_inventory import SimulatedGpu, SimulatedInventory
-from tests.holds import HOLD_ENV
+from tests.holds import HOLD_ENV, new_hold
 
 GIB = 2**30
 STARTUP_S = 240.0
@@ -72,7 +72,9 @@ def spec(prompt: str = "a cat", *, seed: int = 0, steps: int = 2, size: int = 64
 
 
 def long_spec(prompt: str = "long") -> GenerationSpec:
-    return spec(prompt, steps=100, size=512)
+    """A job that stays running after its first step until it is cancelled (``tests.holds``),
+    however fast the machine is: ``fleet_on`` cancels it at the end."""
+    return spec(new_hold(prompt).prompt, steps=4)
 
 
 async def finished(job: Job, timeout: float = 120.0) -> GenerationOutput:
@@ -178,11 +180,15 @@ async def test_a_batch_gives_each_caller_the_image_it_would_get_alone():
 async def test_a_killed_worker_job_runs_again_on_another_replica_and_completes():
     async with fleet_on(one_gpu(), min_replicas=2, max_replicas=2) as fleet:
         await replica_count(fleet, 2)
-        job = fleet.submit(spec("survive", steps=40, size=256))
-        await fleet.wait_until(lambda: (job.completed_steps or 0) > 0 or _progressed(job), 60)
+        hold = new_hold("survive")
+        job = fleet.submit(spec(hold.prompt, steps=4))
+        await fleet.wait_until(lambda: _progressed(job), 60)  # held after step 1: still running
         victim = next(r for r in fleet.replicas("demo") if r.id == starts(job)[0].replica_id)
         assert victim.pid is not None
         os.kill(victim.pid, signal.SIGKILL)
+        # Released only once the rerun has started, so the killed worker cannot finish it first.
+        await fleet.wait_until(lambda: len(starts(job)) == 2, 60)
+        hold.release()
 
         output = await finished(job)
 
@@ -228,7 +234,8 @@ async def test_a_full_queue_refuses_with_a_retry_delay_and_hopeless_deadlines_at
         await fleet.cancel(waiting.id)
         loop = asyncio.get_running_loop()
         with pytest.raises(JobDeadlineError):
-            fleet.submit(long_spec("too late"), deadline=loop.time() + 0.001)
+            # Never run: no estimate says 100 steps at 512x512 end within a millisecond.
+            fleet.submit(spec("too late", steps=100, size=512), deadline=loop.time() + 0.001)
         assert waiting.state is JobState.CANCELLED and waiting.started_at is None
 
 

@@ -21,6 +21,7 @@ from engine.job import StepProgress
 from scheduler.errors import ReplicaHungError
 from scheduler.job import Job, JobState
 from scheduler.simulated_inventory import SimulatedInventory
+from tests.holds import new_hold
 from tests.scheduler.test_fleet import (
     GIB,
     RESERVE,
@@ -28,6 +29,7 @@ from tests.scheduler.test_fleet import (
     finished,
     fleet_on,
     footprint,
+    long_spec,
     one_gpu,
     replica_count,
     spec,
@@ -60,17 +62,25 @@ async def test_a_worker_killed_mid_batch_reruns_every_member_and_memory_returns(
     inventory = one_gpu()
     async with no_task_left(), fleet_on(inventory, max_replicas=1, max_batch_size=4) as fleet:
         baseline = our_memory(inventory)
-        blocker = fleet.submit(spec("blocker", steps=100, size=512))
+        blocker = fleet.submit(long_spec("blocker"))
         await fleet.wait_until(lambda: blocker.state is JobState.RUNNING, 60)
+        # Each member is held after its first step: the batch is mid-run when its worker dies,
+        # however fast the machine is.
+        holds = [new_hold(f"member-{i}") for i in range(3)]
         members = [
-            fleet.submit(spec(f"member {i}", seed=i, steps=30, size=128), caller=f"c{i}")
-            for i in range(3)
+            fleet.submit(spec(hold.prompt, seed=i, steps=4), caller=f"c{i}")
+            for i, hold in enumerate(holds)
         ]
         await fleet.cancel(blocker.id)
-        await fleet.wait_until(lambda: all(progressed(job) for job in members), 120)
+        await fleet.wait_until(lambda: any(progressed(job) for job in members), 120)
+        assert all(job.state is JobState.RUNNING for job in members)
         (replica,) = fleet.replicas("demo")
         assert replica.pid is not None
         os.kill(replica.pid, signal.SIGKILL)
+        # Released only once the rerun has started, so the killed worker cannot finish them.
+        await fleet.wait_until(lambda: all(len(starts(job)) == 2 for job in members), 240)
+        for hold in holds:
+            hold.release()
 
         outputs = [await finished(job, timeout=240) for job in members]
 
@@ -124,12 +134,15 @@ async def test_the_gpu_losing_memory_mid_run_drains_a_replica_after_its_job_and_
     ):
         await replica_count(fleet, 2)
         size = footprint(fleet, inventory)
-        jobs = [fleet.submit(spec(f"mid-run {i}", seed=i, steps=40, size=256)) for i in range(2)]
+        holds = [new_hold(f"mid-run-{i}") for i in range(2)]
+        jobs = [fleet.submit(spec(hold.prompt, seed=i, steps=4)) for i, hold in enumerate(holds)]
         await fleet.wait_until(lambda: all(progressed(job) for job in jobs), 120)
 
-        # Another tenant takes the device's memory while both replicas run a job.
+        # Another tenant takes the device's memory while both replicas run (hold) a job.
         inventory.set_tenant_usage("sim-0", 64 * GIB - RESERVE - int(1.5 * size))
         fleet.replan_now()
+        for hold in holds:
+            hold.release()
         outputs = [await finished(job, timeout=240) for job in jobs]
         await fleet.wait_until(lambda: len(inventory.snapshot()[0].processes) == 1, 60)
 
@@ -138,3 +151,4 @@ async def test_the_gpu_losing_memory_mid_run_drains_a_replica_after_its_job_and_
         assert inventory.snapshot()[0].free_bytes >= 0
         # The survivor still serves.
         assert len((await finished(fleet.submit(spec("after the squeeze")))).images) == 1
+

@@ -21,9 +21,12 @@ from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from scheduler.caching_scheduler import CachingScheduler
 from server.background import ServerThread
 from tests.conftest import demo_settings
+from tests.holds import new_hold
 
 QUICK: dict[str, Any] = {"width": 64, "height": 64, "steps": 2}
-LONG: dict[str, Any] = {"width": 128, "height": 128, "steps": 16}
+# The runs that must still be going when the next caller arrives are held after their first step
+# (tests.holds) and released by the test, so no outcome depends on how fast the machine is.
+HELD: dict[str, Any] = {"width": 64, "height": 64, "steps": 4}
 TIMEOUT_S = 120
 
 
@@ -165,23 +168,27 @@ def final_result(call: Any) -> pb.GenerationResult:
 def test_identical_concurrent_requests_run_once_and_all_get_the_result(
     cached_server: ServerThread, submits: SubmitCounter, results: CachingScheduler
 ) -> None:
-    prompt = unique_prompt()
+    hold = new_hold("single-flight")
     flights_before = results.flights_started
     with cached_server.channel() as channel:
         stub = pb_grpc.GenerationServiceStub(channel)
-        first = start_stream(stub, prompt=prompt, seed=21, **LONG)
-        until_progress(first)  # the run is on the replica now
+        first = start_stream(stub, prompt=hold.prompt, seed=21, **HELD)
+        until_progress(first)  # the run is on the replica now, held after its first step
         # Three more identical requests while it runs, from threads, all at once.
         barrier = threading.Barrier(3)
 
-        def identical() -> pb.GenerationResult:
+        def identical() -> Any:
             barrier.wait(timeout=30)
-            return final_result(start_stream(stub, prompt=prompt, seed=21, **LONG))
+            call = start_stream(stub, prompt=hold.prompt, seed=21, **HELD)
+            until_progress(call)  # attached: the run's history replayed
+            return call
 
         with ThreadPoolExecutor(3) as pool:
-            followers = [pool.submit(identical) for _ in range(3)]
-            leader = final_result(first)
-            outcomes = [future.result(timeout=TIMEOUT_S) for future in followers]
+            attached = [future.result(timeout=TIMEOUT_S) for future in
+                        [pool.submit(identical) for _ in range(3)]]  # fmt: skip
+        hold.release()
+        leader = final_result(first)
+        outcomes = [final_result(call) for call in attached]
 
     assert submits.count == 1
     assert results.flights_started == flights_before + 1
@@ -193,17 +200,23 @@ def test_identical_concurrent_requests_run_once_and_all_get_the_result(
 def test_a_follower_sees_the_runs_events_from_the_start(
     cached_server: ServerThread, submits: SubmitCounter
 ) -> None:
-    prompt = unique_prompt()
-    with Client(cached_server.address) as client, client.stream(prompt, seed=8, **LONG) as leader:
+    hold = new_hold("follower")
+    with (
+        Client(cached_server.address) as client,
+        client.stream(hold.prompt, seed=8, **HELD) as leader,
+    ):
         next(event for event in leader if isinstance(event, Progress))
-        with client.stream(prompt, seed=8, **LONG) as follower:
-            events = list(follower)
+        with client.stream(hold.prompt, seed=8, **HELD) as follower:
+            first = next(iter(follower))
+            replayed = next(event for event in follower if isinstance(event, Progress))
+            hold.release()
+            events = [first, replayed, *follower]
         leader_result = leader.result()
 
     assert submits.count == 1
     assert isinstance(events[0], Queued)
     steps = [event.step for event in events if isinstance(event, Progress)]
-    assert steps == list(range(1, LONG["steps"] + 1))
+    assert steps == list(range(1, HELD["steps"] + 1))
     final = events[-1]
     assert isinstance(final, Result)
     assert final.images[0].data == leader_result.images[0].data
@@ -213,23 +226,26 @@ def test_a_follower_sees_the_runs_events_from_the_start(
 def test_when_the_first_caller_cancels_the_others_still_get_the_result(
     cached_server: ServerThread, submits: SubmitCounter
 ) -> None:
-    prompt = unique_prompt()
+    hold = new_hold("handover")
     with cached_server.channel() as channel:
         stub = pb_grpc.GenerationServiceStub(channel)
-        owner = start_stream(stub, prompt=prompt, seed=31, **LONG)
-        until_progress(owner)
-        follower = start_stream(stub, prompt=prompt, seed=31, **LONG)
+        owner = start_stream(stub, prompt=hold.prompt, seed=31, **HELD)
+        owner_job = until_progress(owner)[0].job_id
+        follower = start_stream(stub, prompt=hold.prompt, seed=31, **HELD)
         until_progress(follower)  # attached: the run's history replayed
         owner.cancel()
         with pytest.raises(grpc.RpcError) as caught:
             next(owner)
+        # The first run is over before the hold is released, so only the handed-over run ends.
+        cached_server.wait_job_finished(owner_job)
+        hold.release()
         result = final_result(follower)
 
     assert caught.value.code() == grpc.StatusCode.CANCELLED
     assert submits.count == 2  # handed over: run again for the one still waiting
     assert len(result.images) == 1 and not result.cached
     with Client(cached_server.address) as client:
-        alone = client.generate(prompt, seed=31, **LONG)
+        alone = client.generate(hold.prompt, seed=31, **HELD)
     assert alone.cached and alone.images[0].data == result.images[0].data
     assert cached_server.active_jobs() == []
 
@@ -237,14 +253,17 @@ def test_when_the_first_caller_cancels_the_others_still_get_the_result(
 def test_a_follower_that_leaves_does_not_stop_the_run(
     cached_server: ServerThread, submits: SubmitCounter
 ) -> None:
-    prompt = unique_prompt()
+    hold = new_hold("leaver")
     with cached_server.channel() as channel:
         stub = pb_grpc.GenerationServiceStub(channel)
-        owner = start_stream(stub, prompt=prompt, seed=41, **LONG)
+        owner = start_stream(stub, prompt=hold.prompt, seed=41, **HELD)
         until_progress(owner)
-        follower = start_stream(stub, prompt=prompt, seed=41, **LONG)
-        until_progress(follower)
+        follower = start_stream(stub, prompt=hold.prompt, seed=41, **HELD)
+        follower_job = until_progress(follower)[0].job_id
         follower.cancel()
+        # The run is still held when the follower's job ends: it cannot have finished first.
+        cached_server.wait_job_finished(follower_job)
+        hold.release()
         result = final_result(owner)
 
     assert submits.count == 1

@@ -29,6 +29,7 @@ from server.auth import ApiKey, Role, hash_key
 from server.background import ServerThread
 from tests.certificates import Pki
 from tests.conftest import demo_settings
+from tests.holds import new_hold
 
 ALICE, BOB, OPS = "pk_alice-secret-key-0123456789", "pk_bob-secret-key-9876543210", "pk_ops-key"
 KEYS = (
@@ -36,7 +37,9 @@ KEYS = (
     ApiKey("bob", Role.USER, hash_key(BOB)),
     ApiKey("ops", Role.ADMIN, hash_key(OPS)),
 )
-LONG = {"width": 512, "height": 512, "steps": 100}
+# Streams that must still be open later are held after their first step (tests.holds) and
+# cancelled at the end, however fast the machine is.
+HELD = {"width": 64, "height": 64, "steps": 4}
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +166,14 @@ def test_one_key_is_one_caller_for_the_limits_however_many_connections(secure_se
     streams = []
     try:
         for client in clients[:2]:
-            stream = client.stream("hold a stream", **LONG)  # type: ignore[arg-type]
+            stream = client.stream(new_hold("stream").prompt, **HELD)  # type: ignore[arg-type]
             next(iter(stream))  # accepted: its first event (queued) arrived
             streams.append(stream)
         with pytest.raises(ResourceExhaustedError) as refused:
-            next(iter(clients[2].stream("a third", **LONG)))  # type: ignore[arg-type]
+            next(iter(clients[2].stream(new_hold("third").prompt, **HELD)))  # type: ignore[arg-type]
         assert "open streams" in str(refused.value) and refused.value.retry_after_s is not None
 
-        bob_stream = clients[3].stream("bob is another caller", **LONG)  # type: ignore[arg-type]
+        bob_stream = clients[3].stream(new_hold("bob").prompt, **HELD)  # type: ignore[arg-type]
         next(iter(bob_stream))
         streams.append(bob_stream)
     finally:

@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
+import { HOLD_DIR, HOLD_DIR_ENV } from "./holds.js";
 
 const STARTUP_TIMEOUT_MS = 180_000;
 
@@ -16,7 +17,8 @@ export async function startServer(): Promise<RunningServer> {
   const child = spawn(
     bin,
     ["serve", "--address", "127.0.0.1:0", "--inventory", "cpu", "--device", "cpu"],
-    { stdio: ["ignore", "ignore", "pipe"] },
+    // The hold fault lets tests keep a job running without guessing how long a step takes.
+    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, [HOLD_DIR_ENV]: HOLD_DIR } },
   );
   const log: string[] = [];
   try {
