@@ -79,10 +79,12 @@ class FleetSettings:
     job_retention_s: float = 600.0
     # Replicas per model on a CPU device: there, cores are the limit, not memory.
     cpu_max_replicas: int = 1
-    # The hang watchdog: a replica silent for longer than watchdog_factor x the longest measured
-    # gap between its events (scaled to the batch) and at least watchdog_floor_s is recycled.
+    # The hang watchdog: a replica silent for longer than watchdog_factor x the recent peak gap
+    # between its events (scaled to the batch, decaying; scheduler/watchdog.py), at least
+    # watchdog_floor_s and at most watchdog_ceiling_s, is recycled.
     watchdog_factor: float = 10.0
     watchdog_floor_s: float = 120.0
+    watchdog_ceiling_s: float = 3600.0
     # Extra environment for every worker (e.g. POINTILLIST_CPU_THREADS, fault injection).
     worker_env: dict[str, str] = field(default_factory=dict)
 
@@ -163,7 +165,11 @@ class FleetScheduler:
                 queue=FairQueue(self.settings.queue_capacity),
                 first_ready=loop.create_future(),
                 batch_limit=self.settings.max_batch_size,
-                step_clock=StepClock(self.settings.watchdog_factor, self.settings.watchdog_floor_s),
+                step_clock=StepClock(
+                    self.settings.watchdog_factor,
+                    self.settings.watchdog_floor_s,
+                    self.settings.watchdog_ceiling_s,
+                ),
             )
         self._replan()
         self._planner = asyncio.create_task(self._plan_loop(), name="planner")
