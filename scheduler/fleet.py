@@ -723,6 +723,12 @@ class FleetScheduler:
         elif job.attempts < self.settings.max_attempts and not self._stopping:
             log.warning("%s; job %s goes back to the head of the queue", error, job.id)
             model.queue.push_front(job)
+            job.publish(
+                Queued(
+                    position=model.queue.jobs_ahead(job),
+                    estimated_wait_s=self._estimated_wait_s(model, job),
+                )
+            )
         else:
             job.fail(error)
 

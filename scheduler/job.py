@@ -136,6 +136,11 @@ class Job:
         if isinstance(event, Started):
             self.state = JobState.RUNNING
             self.started_at = time.monotonic()
+        elif isinstance(event, Queued):
+            # Also a retried job (its replica crashed or ran out of memory) waiting again: it is
+            # not running, and its next start is a new one.
+            self.state = JobState.QUEUED
+            self.started_at = None
         self._history.append(event)
         self._tell(lambda observer: observer.on_event(self, event))
         if isinstance(event, GenerationOutput):

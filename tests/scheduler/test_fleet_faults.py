@@ -19,7 +19,7 @@ import pytest
 from engine.faults import HANG_FAULT_ENV
 from engine.job import StepProgress
 from scheduler.errors import ReplicaHungError
-from scheduler.job import Job, JobState
+from scheduler.job import Job, JobState, Queued
 from scheduler.simulated_inventory import SimulatedInventory
 from tests.holds import new_hold
 from tests.scheduler.test_fleet import (
@@ -152,3 +152,27 @@ async def test_the_gpu_losing_memory_mid_run_drains_a_replica_after_its_job_and_
         # The survivor still serves.
         assert len((await finished(fleet.submit(spec("after the squeeze")))).images) == 1
 
+
+async def test_a_job_whose_worker_died_is_queued_again_with_an_event_until_it_reruns():
+    async with no_task_left(), fleet_on(one_gpu(), max_replicas=1) as fleet:
+        hold = new_hold("requeued")
+        job = fleet.submit(spec(hold.prompt, steps=4))
+        await fleet.wait_until(lambda: progressed(job), 60)  # held after step 1
+        (replica,) = fleet.replicas("demo")
+        assert replica.pid is not None
+        os.kill(replica.pid, signal.SIGKILL)
+
+        # The only replica restarts after a back-off: meanwhile the job waits, and says so.
+        await fleet.wait_until(lambda: job.state is JobState.QUEUED, 60)
+        assert job.started_at is None
+        assert isinstance(job.history[-1], Queued)
+        await fleet.wait_until(lambda: len(starts(job)) == 2, 240)
+        hold.release()
+        output = await finished(job, timeout=240)
+
+        kinds = [type(event).__name__ for event in job.history]
+        assert kinds[:3] == ["Queued", "Started", "StepProgress"]
+        assert kinds.count("Queued") == 2 and kinds.count("Started") == 2
+        second_queued = kinds.index("Queued", 1)
+        assert kinds[second_queued + 1] == "Started"
+        assert job.state is JobState.SUCCEEDED and len(output.images) == 1
