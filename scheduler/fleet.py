@@ -51,6 +51,7 @@ from scheduler.footprints import Footprint, FootprintBook
 from scheduler.interface import ModelStatus
 from scheduler.inventory import DeviceInventory, DeviceSnapshot
 from scheduler.job import Job, JobState, Queued, Started
+from scheduler.oom_limits import OomLimits
 from scheduler.replica import Replica, ReplicaStartError, WorkerDiedError
 from scheduler.status import ModelQueueStatus, ReplicaStatus, SchedulerStatus
 from scheduler.throughput import ThroughputEstimate
@@ -85,6 +86,9 @@ class FleetSettings:
     watchdog_factor: float = 10.0
     watchdog_floor_s: float = 120.0
     watchdog_ceiling_s: float = 3600.0
+    # How long an out-of-memory error's lowered batch size or replica cap lasts
+    # (scheduler/oom_limits.py); a device whose free memory grows lifts its cap sooner.
+    oom_cooldown_s: float = 60.0
     # Extra environment for every worker (e.g. POINTILLIST_CPU_THREADS, fault injection).
     worker_env: dict[str, str] = field(default_factory=dict)
 
@@ -109,12 +113,11 @@ class _Model:
     config: ModelConfig
     queue: FairQueue
     first_ready: asyncio.Future[None]
-    batch_limit: int
     slots: dict[str, _Slot] = field(default_factory=dict)
     throughput: ThroughputEstimate = field(default_factory=ThroughputEstimate)
     step_clock: StepClock = field(default_factory=lambda: StepClock(10.0, 120.0))
-    # Replica caps per device, lowered when a single job ran out of memory there.
-    device_caps: dict[str, int] = field(default_factory=dict)
+    # The batch size and replica caps per device that out-of-memory errors lowered, for a while.
+    oom: OomLimits = field(default_factory=lambda: OomLimits(full_batch=1, cooldown_s=60.0))
     last_activity: float = field(default_factory=time.monotonic)
     replicas_started: int = 0
 
@@ -164,7 +167,7 @@ class FleetScheduler:
                 config=config,
                 queue=FairQueue(self.settings.queue_capacity),
                 first_ready=loop.create_future(),
-                batch_limit=self.settings.max_batch_size,
+                oom=OomLimits(self.settings.max_batch_size, self.settings.oom_cooldown_s),
                 step_clock=StepClock(
                     self.settings.watchdog_factor,
                     self.settings.watchdog_floor_s,
@@ -305,6 +308,10 @@ class FleetScheduler:
         slots = self._models[model].active_slots()
         return [slot.replica for slot in slots if slot.ready or not ready_only]
 
+    def batch_limit(self, model: str) -> int:
+        """How many jobs one batch of ``model`` may hold now (out-of-memory errors lower it)."""
+        return self._models[model].oom.batch_limit
+
     def replan_now(self) -> None:
         """Re-plan at once (reading the inventory afresh) instead of at the next poll."""
         self._replan()
@@ -334,6 +341,8 @@ class FleetScheduler:
         self._devices = {device.id: device for device in self._inventory.snapshot()}
         self._relieve_memory_pressure()
         for model in self._models.values():
+            for lifted in model.oom.lift_expired(self._devices, self._footprint_bytes(model)):
+                log.info("%s: out-of-memory limit lifted: %s", model.config.id, lifted)
             active = len(model.active_slots())
             if self._draining:
                 continue
@@ -426,7 +435,7 @@ class FleetScheduler:
             if not device_allowed(model.config.device, device):
                 continue
             here = [slot for slot in model.active_slots() if slot.device.id == device.id]
-            cap = model.device_caps.get(device.id)
+            cap = model.oom.cap(device.id)
             if device.kind == "cpu":
                 cap = min(cap if cap is not None else 1 << 30, self.settings.cpu_max_replicas)
             if cap is not None and len(here) >= cap:
@@ -563,12 +572,12 @@ class FleetScheduler:
                 task.cancel()
         if slot.draining or slot.replica.exited.is_set():
             return []
-        if self.settings.batch_window_s > 0 and len(model.queue) < model.batch_limit:
+        if self.settings.batch_window_s > 0 and len(model.queue) < model.oom.batch_limit:
             # Give compatible requests a moment to arrive and share this pipeline call.
             await asyncio.sleep(self.settings.batch_window_s)
         # A batch never holds more images than the warm-up that measured the footprint.
         jobs = model.queue.take(
-            model.batch_limit,
+            model.oom.batch_limit,
             lambda job: batch_key(job.spec),
             max_images=model.config.limits.max_images,
         )
@@ -691,25 +700,29 @@ class FleetScheduler:
     def _handle_out_of_memory(self, model: _Model, slot: _Slot, jobs: list[Job]) -> None:
         """Split a batch that ran out of memory; a single job lowers the device's count."""
         if len(jobs) > 1:
-            model.batch_limit = max(1, len(jobs) // 2)
+            limit = model.oom.cut_batch(len(jobs))
             log.warning(
-                "a batch of %d ran out of memory on %s: batches of %s limited to %d",
+                "a batch of %d ran out of memory on %s: batches of %s limited to %d for %.0fs",
                 len(jobs),
                 slot.replica.id,
                 model.config.id,
-                model.batch_limit,
+                limit,
+                self.settings.oom_cooldown_s,
             )
         else:
             here = [s for s in model.active_slots() if s.device.id == slot.device.id]
-            model.device_caps[slot.device.id] = max(0, len(here) - 1)
+            device = self._devices.get(slot.device.id, slot.device)
+            cap = model.oom.lower_cap(device, len(here), self._replica_memory(slot))
             log.warning(
-                "a job ran out of memory on %s: at most %d replicas of %s on %s from now on",
+                "a job ran out of memory on %s: at most %d replicas of %s on %s for %.0fs, "
+                "or until its free memory grows",
                 slot.replica.id,
-                model.device_caps[slot.device.id],
+                cap,
                 model.config.id,
                 slot.device.id,
+                self.settings.oom_cooldown_s,
             )
-            if len(here) > model.device_caps[slot.device.id]:
+            if len(here) > cap:
                 self._drain(slot)
             self._wake_planner.set()
         for job in reversed(jobs):
@@ -766,6 +779,13 @@ class FleetScheduler:
 
     def _footprint(self, model: _Model, device_name: str) -> Footprint | None:
         return self.footprints.footprint(model.config.id, device_name)
+
+    def _footprint_bytes(self, model: _Model) -> Callable[[str], int | None]:
+        def by_device_name(device_name: str) -> int | None:
+            found = self._footprint(model, device_name)
+            return found.bytes if found else None
+
+        return by_device_name
 
     def _first_device_name(self, model: _Model) -> str:
         for slot in model.slots.values():
