@@ -631,6 +631,14 @@ class FleetScheduler:
             for job in jobs:
                 self._retry_or_fail(model, job, error)
             return
+        except Exception as exc:
+            # Anything else on this path would end the slot's task and strand the jobs RUNNING
+            # in no queue: restart the replica and put them back (or fail them, clearly).
+            log.exception("running a batch on %s failed; restarting it", replica.id)
+            await replica.kill()
+            for job in jobs:
+                self._retry_or_fail(model, job, ReplicaCrashedError(f"{replica.id}: {exc!r}"))
+            return
         finally:
             if not hung:
                 watchdog.cancel()

@@ -195,8 +195,13 @@ class Replica:
     async def _send(self, message: ipc.ToWorker) -> None:
         if self._writer is None or self.exited.is_set():
             raise WorkerDiedError(f"replica {self.id} is not running")
-        self._writer.write(ipc.encode(message))
-        await self._writer.drain()
+        try:
+            self._writer.write(ipc.encode(message))
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            # The worker died before its reader saw the socket close: the same as a death
+            # noticed a moment later, so callers handle one error.
+            raise WorkerDiedError(f"replica {self.id} (pid {self.pid}) is gone: {exc!r}") from exc
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
