@@ -120,6 +120,8 @@ class _Model:
     oom: OomLimits = field(default_factory=lambda: OomLimits(full_batch=1, cooldown_s=60.0))
     last_activity: float = field(default_factory=time.monotonic)
     replicas_started: int = 0
+    # How long the last replica took to start (load and warm up): a cold start's wait.
+    start_s: float = 0.0
 
     def active_slots(self) -> list[_Slot]:
         return [slot for slot in self.slots.values() if not slot.draining]
@@ -174,6 +176,10 @@ class FleetScheduler:
                     self.settings.watchdog_ceiling_s,
                 ),
             )
+        for model in self._models.values():
+            if model.config.min_replicas == 0:
+                # Scales from zero: it takes jobs at once, and the first one starts a replica.
+                model.first_ready.set_result(None)
         self._replan()
         self._planner = asyncio.create_task(self._plan_loop(), name="planner")
 
@@ -239,15 +245,17 @@ class FleetScheduler:
         if limit and sum(m.queue.caller_jobs(caller) for m in self._models.values()) >= limit:
             raise CallerLimitError("queued jobs", limit, self._retry_after_s(model))
         job = Job(spec, deadline, priority=priority, caller=caller)
+        cold_start = not model.ready_slots()
         model.queue.push(job)
-        wait_s = self._estimated_wait_s(model, job)
+        wait_s = self._estimated_wait_s(model, job) + (model.start_s if cold_start else 0.0)
         if deadline is not None and time.monotonic() + wait_s > deadline:
             model.queue.remove(job)
             raise JobDeadlineError(
                 f"the job would start in about {wait_s:.1f}s, after its deadline"
             )
         self._forget_expired_jobs()
-        job.publish(Queued(position=model.queue.jobs_ahead(job), estimated_wait_s=wait_s))
+        position = model.queue.jobs_ahead(job)
+        job.publish(Queued(position=position, estimated_wait_s=wait_s, cold_start=cold_start))
         self._jobs[job.id] = job
         model.last_activity = time.monotonic()
         self._wake_planner.set()
@@ -489,6 +497,7 @@ class FleetScheduler:
         device = slot.device
         try:
             while not slot.draining and not self._stopping:
+                starting_at = time.monotonic()
                 try:
                     await replica.start(
                         self.settings.startup_timeout_s,
@@ -502,8 +511,11 @@ class FleetScheduler:
                         return
                     failures += 1
                     log.error("%s; retrying", exc)
+                    if not model.ready_slots():
+                        self._fail_queued(model, exc)
                     await self._backoff(slot, failures)
                     continue
+                model.start_s = time.monotonic() - starting_at
                 self._measure(model, slot)
                 slot.ready = True
                 failures = 0
@@ -737,6 +749,14 @@ class FleetScheduler:
             self._retry_or_fail(
                 model, job, JobOutOfMemoryError("the device ran out of memory running the job")
             )
+
+    def _fail_queued(self, model: _Model, cause: ReplicaStartError) -> None:
+        """No replica of the model runs and none could start: nobody may wait for one."""
+        error = NotServingError(f"no replica of {model.config.id!r} could start: {cause}")
+        while (job := next(model.queue.in_service_order(), None)) is not None:
+            model.queue.remove(job)
+            job.fail(error)
+        self._notify()
 
     def _retry_or_fail(self, model: _Model, job: Job, error: SchedulerError) -> None:
         if job.cancel_requested:

@@ -38,6 +38,8 @@ class Queued:
 
     position: int
     estimated_wait_s: float
+    # No replica was running: the wait includes starting one (a model scaling from zero).
+    cold_start: bool = False
 
 
 @dataclass(frozen=True)

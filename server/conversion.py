@@ -182,7 +182,9 @@ def _event(job: Job, event: JobEvent) -> tuple[str, Message]:
     """The envelope's oneof member for ``event``: its field name and message."""
     if isinstance(event, Queued):
         return "queued", pb.QueuedEvent(
-            position=event.position, estimated_wait=duration(event.estimated_wait_s)
+            position=event.position,
+            estimated_wait=duration(event.estimated_wait_s),
+            cold_start=event.cold_start,
         )
     if isinstance(event, Started):
         return "started", pb.StartedEvent(

@@ -240,6 +240,7 @@ def event_from_proto(response: EventEnvelope) -> Event | None:
             estimated_wait_s=(
                 _seconds(queued.estimated_wait) if queued.HasField("estimated_wait") else None
             ),
+            cold_start=queued.cold_start,
         )
     if which == "started":
         started = response.started

@@ -129,6 +129,8 @@ class Queued:
     job_id: str
     position: int
     estimated_wait_s: float | None
+    # No replica was running: the wait includes starting one (a model that scales from zero).
+    cold_start: bool = False
 
 
 @dataclass(frozen=True)

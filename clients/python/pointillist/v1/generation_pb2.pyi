@@ -131,12 +131,14 @@ class GenerateResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[GenerationResult, _Mapping]] = ...) -> None: ...
 
 class QueuedEvent(_message.Message):
-    __slots__ = ("position", "estimated_wait")
+    __slots__ = ("position", "estimated_wait", "cold_start")
     POSITION_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_WAIT_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_FIELD_NUMBER: _ClassVar[int]
     position: int
     estimated_wait: _duration_pb2.Duration
-    def __init__(self, position: _Optional[int] = ..., estimated_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    cold_start: bool
+    def __init__(self, position: _Optional[int] = ..., estimated_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cold_start: _Optional[bool] = ...) -> None: ...
 
 class StartedEvent(_message.Message):
     __slots__ = ("replica_id", "device", "batch_size")
