@@ -668,7 +668,8 @@ class FleetScheduler:
             outcome = outcomes[job.id]
             if isinstance(outcome, ipc.JobDone):
                 share = job.spec.num_images / sum(member.spec.num_images for member in jobs)
-                self._succeed(model, job, outcome, time.monotonic() - started, share)
+                run_s = time.monotonic() - started
+                self._succeed(model, job, outcome, run_s, share, slot.device.name)
             elif isinstance(outcome, ipc.JobCancelled):
                 job.completed_steps = outcome.completed_steps
                 job.steps_after_cancel = outcome.steps_after_cancel
@@ -703,13 +704,21 @@ class FleetScheduler:
             return
 
     def _succeed(
-        self, model: _Model, job: Job, outcome: ipc.JobDone, run_s: float, share: float
+        self,
+        model: _Model,
+        job: Job,
+        outcome: ipc.JobDone,
+        run_s: float,
+        share: float,
+        device_name: str,
     ) -> None:
         now = time.monotonic()
         # Members of a batch share the replica's time (``share``: their part of its images);
         # counting the whole time for each would grow the estimate (queue waits, RetryInfo,
         # deadline admission) with the batch size.
-        model.throughput.record(job.spec, outcome.output.timings.denoising_s * share, run_s * share)
+        model.throughput.record(
+            job.spec, outcome.output.timings.denoising_s * share, run_s * share, device_name
+        )
         timings = dataclasses.replace(
             outcome.output.timings,
             queue_wait_s=(job.started_at or now) - job.submitted_at,
@@ -831,7 +840,7 @@ class FleetScheduler:
         now = time.monotonic()
         for slot in model.slots.values():
             for running in slot.running:
-                expected = model.throughput.job_seconds(running.spec) or 0.0
+                expected = model.throughput.job_seconds(running.spec, slot.device.name) or 0.0
                 work += max(0.0, expected - (now - (running.started_at or now)))
         return work / max(1, len(model.ready_slots()))
 
