@@ -310,6 +310,10 @@ class FleetScheduler:
                 changed = self._changed
                 await changed.wait()
 
+    def can_run_jobs(self) -> bool:
+        """Whether a job can run now: some model has a ready replica."""
+        return any(model.ready_slots() for model in self._models.values())
+
     # Planning
 
     async def _plan_loop(self) -> None:
