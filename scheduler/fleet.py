@@ -501,6 +501,7 @@ class FleetScheduler:
                 self._capacity_changed()
                 await self._serve(model, slot)
                 slot.ready = False
+                self._notify()  # capacity fell (health follows it); not only at the next poll
                 if replica.exited.is_set() and not slot.draining and not self._stopping:
                     failures += 1
                     log.error("replica %s exited unexpectedly; restarting", replica.id)
