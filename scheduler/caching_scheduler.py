@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.job import GenerationOutput, GenerationSpec, LoadedModel, PreviewSettings, Timings
@@ -98,6 +99,12 @@ class CachingScheduler:
             await asyncio.wait(self._tasks, timeout=STORE_TIMEOUT_S)
         if self.store is not None:
             await self.store.close()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float) -> None:
+        await self.inner.wait_until(condition, timeout)
+
+    def can_run_jobs(self) -> bool:
+        return self.inner.can_run_jobs()
 
     def models(self) -> list[ModelStatus]:
         return self.inner.models()

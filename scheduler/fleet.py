@@ -331,6 +331,10 @@ class FleetScheduler:
                 changed = self._changed
                 await changed.wait()
 
+    def can_run_jobs(self) -> bool:
+        """Whether a job can run now: some model has a ready replica."""
+        return any(model.ready_slots() for model in self._models.values())
+
     # Planning
 
     async def _plan_loop(self) -> None:
@@ -524,6 +528,7 @@ class FleetScheduler:
                 self._capacity_changed()
                 await self._serve(model, slot)
                 slot.ready = False
+                self._notify()  # capacity fell (health follows it); not only at the next poll
                 if replica.exited.is_set() and not slot.draining and not self._stopping:
                     failures += 1
                     log.error("replica %s exited unexpectedly; restarting", replica.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +32,16 @@ class Scheduler(Protocol):
 
     async def drain(self, grace_s: float) -> None:
         """Refuse new jobs, let accepted ones finish within ``grace_s``, cancel the rest."""
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float) -> None:
+        """Wait for the scheduler's state to satisfy ``condition``; raise TimeoutError.
+
+        ``condition`` is checked at once and again after every change of state (a replica
+        ready, lost or stopped, a job queued, started or ended).
+        """
+
+    def can_run_jobs(self) -> bool:
+        """Whether a job can run now: some model has a ready replica."""
 
     def models(self) -> list[ModelStatus]:
         """Every served model, in configuration order."""

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from pointillist.v1 import generation_pb2 as pb
@@ -24,6 +23,7 @@ from scheduler.simulated_inventory import load_inventory
 from server import auth
 from server.caller_limits import StreamLimiter
 from server.connection_age import connection_age_options
+from server.health import CapacityHealth, HealthServicer
 from server.job_servicer import JobServicer
 from server.malformed_requests import MalformedRequestInterceptor
 from server.servicer import GenerationServicer
@@ -39,18 +39,17 @@ log = logging.getLogger("pointillist.server")
 GENERATION_SERVICE = pb.DESCRIPTOR.services_by_name["GenerationService"].full_name
 JOB_SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 STATUS_SERVICE = status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
 class RunningServer:
-    """A started server. ``ready`` finishes once every model has a warm replica (or failed)."""
+    """A started server. ``ready`` finishes once every model has a warm replica (or failed);
+    from then on ``health`` follows capacity (``server.health``)."""
 
     server: grpc.aio.Server
     port: int
     scheduler: Scheduler
-    health: health_aio.HealthServicer
+    health: CapacityHealth
     ready: asyncio.Task[None]
     telemetry: Telemetry
     # The result cache in front of ``scheduler`` (what the generation and job services use).
@@ -58,16 +57,12 @@ class RunningServer:
     web: WebServer | None = None
     """The browser port, when ``settings.web_address`` is set."""
 
-    async def set_serving(self, serving: bool) -> None:
-        status = SERVING if serving else NOT_SERVING
-        for service in ("", GENERATION_SERVICE, JOB_SERVICE):
-            await self.health.set(service, status)
-
     async def drain(self, grace_s: float) -> None:
         """Go NOT_SERVING, let accepted jobs finish within ``grace_s``, then stop everything."""
         log.info("draining: up to %.0fs for accepted jobs", grace_s)
         self.ready.cancel()
-        await self.set_serving(False)
+        await asyncio.gather(self.ready, return_exceptions=True)
+        await self.health.drain()
         await (self.results or self.scheduler).drain(grace_s)
         if self.web is not None:
             await self.web.stop()
@@ -108,7 +103,8 @@ async def create_server(
 ) -> RunningServer:
     """Bind ``settings.address`` (port 0 picks a free port), start serving and warming replicas.
 
-    Health answers NOT_SERVING until every model has a warm replica, then SERVING.
+    Health answers NOT_SERVING until every model has a warm replica, then follows capacity
+    (see ``server.health`` for what each service name reports).
     ``telemetry`` defaults to what the OTEL_* variables and ``settings.metrics_port`` ask for.
     """
     scheduler = scheduler or build_scheduler(settings)
@@ -141,8 +137,15 @@ async def create_server(
     pb_grpc.add_GenerationServiceServicer_to_server(generation, server)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
     status_pb2_grpc.add_StatusServiceServicer_to_server(status, server)
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health = CapacityHealth(
+        health_servicer,
+        scheduler,
+        capacity=("", GENERATION_SERVICE),
+        warm=(JOB_SERVICE,),
+        up=(STATUS_SERVICE,),
+    )
     if settings.reflection:
         reflection.enable_server_reflection(
             (
@@ -168,7 +171,7 @@ async def create_server(
         telemetry=telemetry,
         results=results,
     )
-    await running.set_serving(False)
+    await health.starting()
     telemetry.start(scheduler.status, asyncio.get_running_loop())
     await server.start()
     if settings.web_address is not None:
@@ -206,5 +209,4 @@ def web_tls(settings: ServerSettings) -> WebTls | None:
 
 async def _serve_when_ready(running: RunningServer) -> None:
     await running.scheduler.wait_ready()
-    await running.set_serving(True)
-    log.info("all models warm: SERVING")
+    await running.health.warm()
