@@ -122,6 +122,8 @@ class _Model:
     replicas_started: int = 0
     # How long the last replica took to start (load and warm up): a cold start's wait.
     start_s: float = 0.0
+    # Whether the last replica start failed (a model scaling from zero cannot serve then).
+    start_failed: bool = False
 
     def active_slots(self) -> list[_Slot]:
         return [slot for slot in self.slots.values() if not slot.draining]
@@ -332,8 +334,12 @@ class FleetScheduler:
                 await changed.wait()
 
     def can_run_jobs(self) -> bool:
-        """Whether a job can run now: some model has a ready replica."""
-        return any(model.ready_slots() for model in self._models.values())
+        """Whether a job can run now: some model has a ready replica, or scales from zero
+        (``min_replicas = 0``) and its last replica start did not fail."""
+        return any(
+            model.ready_slots() or (model.config.min_replicas == 0 and not model.start_failed)
+            for model in self._models.values()
+        )
 
     # Planning
 
@@ -515,11 +521,14 @@ class FleetScheduler:
                         return
                     failures += 1
                     log.error("%s; retrying", exc)
+                    model.start_failed = True
                     if not model.ready_slots():
                         self._fail_queued(model, exc)
+                    self._notify()
                     await self._backoff(slot, failures)
                     continue
                 model.start_s = time.monotonic() - starting_at
+                model.start_failed = False
                 self._measure(model, slot)
                 slot.ready = True
                 failures = 0

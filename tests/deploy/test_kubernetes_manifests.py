@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from server.app import STATUS_SERVICE
 from server.settings import ServerSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
@@ -108,8 +109,10 @@ def test_probes_ports_and_grace_agree_with_the_server_settings(overlay, tmp_path
     container = server_container(docs)
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"grpc": grpc_port, "metrics": settings.metrics_port}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"] == {"port": grpc_port}, probe  # service "": every model
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["grpc"] == {"port": grpc_port}, probe  # service "": can serve
+    # Liveness asks a service that is SERVING whenever the process answers (server/health.py).
+    assert container["livenessProbe"]["grpc"] == {"port": grpc_port, "service": STATUS_SERVICE}
 
     pod = one(docs, "Deployment", "pointillist")["spec"]["template"]["spec"]
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]

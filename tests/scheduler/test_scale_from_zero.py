@@ -36,6 +36,7 @@ def queued(job_history: tuple[object, ...]) -> Queued:
 async def test_a_model_scales_from_zero_on_its_first_job_and_back_when_idle():
     async with fleet_on(one_gpu(), min_replicas=0, max_replicas=1, idle_scale_down_s=2.0) as fleet:
         assert fleet.replicas("demo", ready_only=False) == []  # ready, and nothing running
+        assert fleet.can_run_jobs(), "health: SERVING, a job will start a replica"
 
         cold = fleet.submit(spec("the first job"))
         assert queued(cold.history).cold_start
@@ -64,6 +65,7 @@ async def test_a_cold_start_that_fails_fails_the_waiting_jobs():
         job = fleet.submit(spec("waits for a replica that never comes"))
         with pytest.raises(NotServingError, match="no replica of 'demo' could start"):
             await finished(job, timeout=STARTUP_S)
+        assert not fleet.can_run_jobs(), "health: NOT_SERVING while no replica can start"
     finally:
         await fleet.drain(5.0)
     assert fleet.active_jobs() == []

@@ -7,6 +7,7 @@ stream itself (every status it sends, recorded on a thread), never on a sleep.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -71,8 +72,7 @@ class HealthWatch:
 def server() -> Iterator[ServerThread]:
     running = ServerThread(demo_settings()).start()
     yield running
-    if running.loop.is_running():  # the drain test stops it itself
-        running.stop()
+    running.stop()
 
 
 @pytest.fixture
@@ -133,8 +133,8 @@ def test_health_is_not_serving_while_the_only_replica_is_dead_and_serving_once_i
         assert watches[service].seen == [SERVING, NOT_SERVING, SERVING], service
 
 
-def test_drain_sets_every_service_not_serving_and_stops_following_capacity(server, caplog):
-    """Last in this module: it drains the module's server."""
+def test_drain_sets_every_service_not_serving_and_stops_following_capacity(caplog):
+    server = ServerThread(demo_settings()).start()  # its own: the drain stops it
     with server.channel() as channel, caplog.at_level(logging.DEBUG):
         watches = {service: HealthWatch(channel, service) for service in EVERY_SERVICE}
         try:
@@ -149,3 +149,22 @@ def test_drain_sets_every_service_not_serving_and_stops_following_capacity(serve
     assert "Traceback" not in caplog.text
     assert "CancelledError" not in caplog.text
     assert [task for task in asyncio.all_tasks(server.loop) if task.get_name() == "health"] == []
+
+
+def test_a_model_that_scales_from_zero_is_serving_with_no_replica():
+    settings = demo_settings()
+    models = tuple(dataclasses.replace(model, min_replicas=0) for model in settings.models)
+    server = ServerThread(dataclasses.replace(settings, models=models)).start()
+    try:
+        with server.channel() as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in EVERY_SERVICE:
+                check = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+                assert check.status == SERVING, service
+        assert server.call(_replica_count(server)) == 0  # nothing started before a job
+    finally:
+        server.stop()
+
+
+async def _replica_count(server: ServerThread) -> int:
+    return len(server.scheduler.replicas("demo", ready_only=False))
