@@ -44,6 +44,7 @@ from PIL import Image
 
 from engine import fp8
 from engine.batch_invariance import make_batch_invariant
+from engine.batch_outcomes import BatchOutcome, BatchOutcomes, OutcomeCallback
 from engine.config import ModelConfig
 from engine.embedding_cache import EmbeddingCache, EmbeddingKey, PromptEmbeddings
 from engine.image_encoding import encode_image
@@ -75,7 +76,6 @@ from engine.provenance import device_info
 from engine.worker_tracing import UNTRACED, BatchRecorder
 
 Event = StepProgress | StepPreview
-BatchOutcome = GenerationOutput | GenerationCancelled
 logger = logging.getLogger(__name__)
 WARM_UP_STEPS = 2
 # The pipeline's own default token limit for T5, passed explicitly because it is part of the
@@ -190,6 +190,7 @@ class Engine:
         on_event: Callable[[int, Event], None],
         should_stop: Callable[[int], bool],
         recorder: BatchRecorder = UNTRACED,
+        on_outcome: OutcomeCallback | None = None,
     ) -> list[BatchOutcome]:
         """Runs ``specs`` (equal ``batch_key``) through one denoising loop.
 
@@ -209,6 +210,9 @@ class Engine:
 
         ``recorder`` times each phase for the members it traces (``engine.worker_tracing``).
 
+        ``on_outcome(i, outcome)`` is told each member's outcome as soon as it is decided: a
+        member stopped mid-loop at once, a member's result once its own images are encoded.
+
         Raises ValueError when ``specs`` is empty or holds different batch keys.
         """
         if not specs:
@@ -216,7 +220,7 @@ class Engine:
         keys = {batch_key(spec) for spec in specs}
         if len(keys) > 1:
             raise ValueError(f"requests of one batch must share one batch_key, got {keys}")
-        outcomes: list[BatchOutcome | None] = [None] * len(specs)
+        outcomes = BatchOutcomes(len(specs), on_outcome)
         with self._lock, torch.no_grad():
             members: list[_Member] = []
             for index, spec in enumerate(specs):
@@ -247,7 +251,7 @@ class Engine:
                         outcomes[member.index] = GenerationCancelled(member.spec.steps)
                         continue
                     outcomes[member.index] = self._finish(member, latents, denoising_s, recorder)
-        return [_filled(outcome) for outcome in outcomes]
+        return outcomes.filled()
 
     def _finish(
         self,
@@ -311,7 +315,7 @@ class Engine:
         members: list[_Member],
         on_event: Callable[[int, Event], None],
         should_stop: Callable[[int], bool],
-        outcomes: list[BatchOutcome | None],
+        outcomes: BatchOutcomes,
     ) -> torch.Tensor:
         """One pipeline call for all members; returns the final latents of the whole batch."""
         pipe = self.pipe
@@ -423,7 +427,7 @@ class _Member:
 def _still_running(
     members: list[_Member],
     should_stop: Callable[[int], bool],
-    outcomes: list[BatchOutcome | None],
+    outcomes: BatchOutcomes,
     completed_steps: int,
 ) -> list[_Member]:
     running = []
@@ -435,12 +439,6 @@ def _still_running(
     return running
 
 
-def _filled(outcome: BatchOutcome | None) -> BatchOutcome:
-    if outcome is None:  # every path above fills every slot
-        raise RuntimeError("a batch member was left without an outcome")
-    return outcome
-
-
 class _StepTracker:
     """The pipeline's ``callback_on_step_end``: progress, previews and cancellation per member."""
 
@@ -449,7 +447,7 @@ class _StepTracker:
         members: list[_Member],
         on_event: Callable[[int, Event], None],
         should_stop: Callable[[int], bool],
-        outcomes: list[BatchOutcome | None],
+        outcomes: BatchOutcomes,
         initial_latents: torch.Tensor,
         started: float,
     ) -> None:

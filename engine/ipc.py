@@ -95,8 +95,10 @@ class StepEvent:
 
 @dataclass(frozen=True)
 class JobDone:
-    """The job finished with a result. ``spans``: its traced phases (``engine.worker_tracing``),
-    here and in JobCancelled and JobFailed; empty when it is not traced."""
+    """The job finished with a result: sent as soon as its own images are encoded, before its
+    batch-mates' (each member's JobDone, JobCancelled or JobFailed comes once, when decided).
+    ``spans``: its traced phases (``engine.worker_tracing``), here and in JobFailed; empty when
+    it is not traced."""
 
     job_id: str
     output: GenerationOutput
@@ -110,7 +112,6 @@ class JobCancelled:
     job_id: str
     completed_steps: int
     steps_after_cancel: int
-    spans: tuple[SpanRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,26 @@ class JobFailed:
     spans: tuple[SpanRecord, ...] = ()
 
 
+@dataclass(frozen=True)
+class BatchDone:
+    """The batch is over and the worker free: the last message of every RunBatch, after every
+    member's outcome. ``spans``: the traced phases of the cancelled members, sent here because
+    a member cancelled mid-loop is reported at once, while its denoising phase runs on with its
+    batch-mates until the loop ends."""
+
+    spans: dict[str, tuple[SpanRecord, ...]]
+
+
 ToWorker = LoadModel | RunBatch | CancelJob | Shutdown
 FromWorker = (
-    WorkerWarming | WorkerReady | WorkerFailed | StepEvent | JobDone | JobCancelled | JobFailed
+    WorkerWarming
+    | WorkerReady
+    | WorkerFailed
+    | StepEvent
+    | JobDone
+    | JobCancelled
+    | JobFailed
+    | BatchDone
 )
 FROM_WORKER_TYPES = (
     WorkerWarming,
@@ -135,6 +153,7 @@ FROM_WORKER_TYPES = (
     JobDone,
     JobCancelled,
     JobFailed,
+    BatchDone,
 )
 
 

@@ -140,16 +140,29 @@ class Worker:
             if isinstance(event, StepProgress):
                 step_faults.after_step(index, member.cancel)
 
+        reported: set[int] = set()
+        cancelled: set[int] = set()  # their spans go with BatchDone
+
+        def on_outcome(index: int, outcome: GenerationOutput | GenerationCancelled) -> None:
+            # At once: a cancelled member must not wait for its batch-mates, nor a finished
+            # one for their decoding.
+            reported.add(index)
+            done = isinstance(outcome, GenerationOutput)  # then all its phases are over
+            if not done:
+                cancelled.add(index)
+            self.send(
+                _outcome_message(members[index], outcome, recorder.records(index) if done else ())
+            )
+
         try:
             faults.raise_injected_out_of_memory(batch)
-            outcomes = engine.generate_batch(
+            engine.generate_batch(
                 [job.spec for job in batch.jobs],
                 on_event,
                 lambda index: members[index].cancel.is_set(),
                 recorder,
+                on_outcome,
             )
-            for index, (member, outcome) in enumerate(zip(members, outcomes, strict=True)):
-                self.send(_outcome_message(member, outcome, recorder.records(index)))
         except Exception as exc:
             log.exception(
                 "batch %s failed (trace ids %s)",
@@ -158,6 +171,8 @@ class Worker:
             )
             out_of_memory = _is_out_of_memory(exc)
             for index, member in enumerate(members):
+                if index in reported:
+                    continue
                 self.send(
                     ipc.JobFailed(
                         job_id=member.job_id,
@@ -170,6 +185,8 @@ class Worker:
             with self._lock:
                 for member in members:
                     self._running.pop(member.job_id, None)
+        spans = {members[index].job_id: recorder.records(index) for index in cancelled}
+        self.send(ipc.BatchDone(spans=spans))
 
 
 def _outcome_message(
@@ -184,7 +201,6 @@ def _outcome_message(
         job_id=member.job_id,
         completed_steps=outcome.completed_steps,
         steps_after_cancel=max(0, outcome.completed_steps - at_cancel),
-        spans=spans,
     )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -50,9 +51,10 @@ from scheduler.fair_queue import FairQueue
 from scheduler.footprints import Footprint, FootprintBook
 from scheduler.interface import ModelStatus
 from scheduler.inventory import DeviceInventory, DeviceSnapshot
+from scheduler.inventory_reader import InventoryReader
 from scheduler.job import Job, JobState, Queued, Started
 from scheduler.oom_limits import OomLimits
-from scheduler.replica import Replica, ReplicaStartError, WorkerDiedError
+from scheduler.replica import BatchRun, JobOutcome, Replica, ReplicaStartError, WorkerDiedError
 from scheduler.status import ModelQueueStatus, ReplicaStatus, SchedulerStatus
 from scheduler.throughput import ThroughputEstimate
 from scheduler.watchdog import StepClock
@@ -86,6 +88,9 @@ class FleetSettings:
     watchdog_factor: float = 10.0
     watchdog_floor_s: float = 120.0
     watchdog_ceiling_s: float = 3600.0
+    # A device inventory read (NVML) slower than this is given up on; planning keeps its last
+    # view meanwhile (scheduler/inventory_reader.py).
+    inventory_timeout_s: float = 10.0
     # How long an out-of-memory error's lowered batch size or replica cap lasts
     # (scheduler/oom_limits.py); a device whose free memory grows lifts its cap sooner.
     oom_cooldown_s: float = 60.0
@@ -161,6 +166,10 @@ class FleetScheduler:
         self._planner: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()  # replaced on every change; see wait_until
         self._last_sweep = time.monotonic()
+        self._reader: InventoryReader[dict[str, int]] = InventoryReader(
+            inventory, self.settings.inventory_timeout_s
+        )
+        self._replica_bytes: dict[str, int] = {}
 
     # The interface
 
@@ -286,7 +295,7 @@ class FleetScheduler:
                         device_id=slot.device.id,
                         state=slot.replica.state.value,
                         pid=slot.replica.pid,
-                        memory_bytes=self._replica_memory(slot),
+                        memory_bytes=self._known_memory(slot),
                         running_jobs=len(slot.running),
                     )
                 )
@@ -349,14 +358,22 @@ class FleetScheduler:
                 await asyncio.wait_for(self._wake_planner.wait(), self.settings.poll_interval_s)
             self._wake_planner.clear()
             try:
-                self._replan()
+                slots = [slot for model in self._models.values() for slot in model.slots.values()]
+                read = await self._reader.read(functools.partial(self._replica_memories, slots))
+                if read is not None:
+                    devices, self._replica_bytes = read
+                    self._replan(devices)
             except Exception:
                 log.exception("re-planning failed; trying again at the next poll")
 
-    def _replan(self) -> None:
+    def _replan(self, devices: list[DeviceSnapshot] | None = None) -> None:
+        """Revise the placement from ``devices`` (read here, on the loop, when not given: at
+        start and for ``replan_now``; the planner's polls read on a thread)."""
         if self._stopping:
             return
-        self._devices = {device.id: device for device in self._inventory.snapshot()}
+        if devices is None:
+            devices = self._inventory.snapshot()
+        self._devices = {device.id: device for device in devices}
         self._relieve_memory_pressure()
         for model in self._models.values():
             for lifted in model.oom.lift_expired(self._devices, self._footprint_bytes(model)):
@@ -382,7 +399,7 @@ class FleetScheduler:
             # Replicas already draining here will give their memory back: count it as free,
             # or every poll until they exit would drain one more.
             leaving = sum(
-                self._replica_memory(slot)
+                self._known_memory(slot)
                 for model in self._models.values()
                 for slot in model.slots.values()
                 if slot.draining and slot.device.id == device.id
@@ -573,6 +590,15 @@ class FleetScheduler:
         measured = self._inventory.process_memory(slot.device.id, pid) if pid else None
         return measured if measured is not None else slot.replica.memory_bytes
 
+    def _replica_memories(self, slots: list[_Slot]) -> dict[str, int]:
+        """Each replica's memory, read from the inventory (on the reader's thread)."""
+        return {slot.replica.id: self._replica_memory(slot) for slot in slots}
+
+    def _known_memory(self, slot: _Slot) -> int:
+        """The replica's memory as the planner last read it (no driver call on the loop)."""
+        known = self._replica_bytes.get(slot.replica.id)
+        return known if known is not None else slot.replica.memory_bytes
+
     def _detach(self, slot: _Slot) -> None:
         pid = slot.replica.pid
         if pid is not None:
@@ -646,9 +672,23 @@ class FleetScheduler:
             self._watch_for_hang(model, replica, work, lambda: last_event, hung),
             name=f"watchdog-{replica.id}",
         )
+
+        def on_outcome(outcome: JobOutcome) -> None:
+            # Published the moment the worker decides it: a member cancelled mid-batch is
+            # CANCELLED at once, a member done before its batch-mates gets its result at once.
+            job = by_id[outcome.job_id]
+            if isinstance(outcome, ipc.JobDone):
+                job.report_worker_spans(outcome.spans)
+                self._publish_result(job, outcome)
+            elif isinstance(outcome, ipc.JobCancelled):
+                job.completed_steps = outcome.completed_steps
+                job.steps_after_cancel = outcome.steps_after_cancel
+                job.fail(self._cancel_reason(job), state=JobState.CANCELLED)
+            self._notify()
+
         try:
-            outcomes = await replica.run_batch(
-                [(job.id, job.spec, job.trace_context) for job in jobs], on_step
+            run = await replica.run_batch(
+                [(job.id, job.spec, job.trace_context) for job in jobs], on_step, on_outcome
             )
         except WorkerDiedError as exc:
             if hung:
@@ -673,22 +713,33 @@ class FleetScheduler:
                 timer.cancel()
             model.last_activity = time.monotonic()
             self._notify()
+        self._after_batch(model, slot, jobs, run, time.monotonic() - started)
+
+    def _after_batch(
+        self, model: _Model, slot: _Slot, jobs: list[Job], run: BatchRun, run_s: float
+    ) -> None:
+        """What a finished batch leaves: late spans, throughput, failures and OOM policy."""
+        outcomes = run.outcomes
+        images = sum(member.spec.num_images for member in jobs)
         for job in jobs:
-            job.report_worker_spans(outcomes[job.id].spans)
+            outcome = outcomes[job.id]
+            if isinstance(outcome, ipc.JobCancelled):
+                job.report_worker_spans(run.spans.get(job.id, ()))
+            elif isinstance(outcome, ipc.JobFailed):
+                job.report_worker_spans(outcome.spans)
+            else:
+                # Members share the replica's time (their part of its images); counting the
+                # whole time for each would grow the estimate (queue waits, RetryInfo,
+                # deadline admission) with the batch size.
+                share = job.spec.num_images / images
+                denoising_s = outcome.output.timings.denoising_s * share
+                model.throughput.record(job.spec, denoising_s, run_s * share, slot.device.name)
         out_of_memory = [job for job in jobs if _ran_out_of_memory(outcomes[job.id])]
         if out_of_memory:
             self._handle_out_of_memory(model, slot, out_of_memory)
         for job in jobs:
             outcome = outcomes[job.id]
-            if isinstance(outcome, ipc.JobDone):
-                share = job.spec.num_images / sum(member.spec.num_images for member in jobs)
-                run_s = time.monotonic() - started
-                self._succeed(model, job, outcome, run_s, share, slot.device.name)
-            elif isinstance(outcome, ipc.JobCancelled):
-                job.completed_steps = outcome.completed_steps
-                job.steps_after_cancel = outcome.steps_after_cancel
-                job.fail(self._cancel_reason(job), state=JobState.CANCELLED)
-            elif not outcome.out_of_memory:
+            if isinstance(outcome, ipc.JobFailed) and not outcome.out_of_memory:
                 job.fail(JobFailedError(f"the model failed: {outcome.message}"))
         self._notify()
 
@@ -717,22 +768,8 @@ class FleetScheduler:
             await replica.kill()
             return
 
-    def _succeed(
-        self,
-        model: _Model,
-        job: Job,
-        outcome: ipc.JobDone,
-        run_s: float,
-        share: float,
-        device_name: str,
-    ) -> None:
+    def _publish_result(self, job: Job, outcome: ipc.JobDone) -> None:
         now = time.monotonic()
-        # Members of a batch share the replica's time (``share``: their part of its images);
-        # counting the whole time for each would grow the estimate (queue waits, RetryInfo,
-        # deadline admission) with the batch size.
-        model.throughput.record(
-            job.spec, outcome.output.timings.denoising_s * share, run_s * share, device_name
-        )
         timings = dataclasses.replace(
             outcome.output.timings,
             queue_wait_s=(job.started_at or now) - job.submitted_at,
@@ -782,6 +819,8 @@ class FleetScheduler:
         self._notify()
 
     def _retry_or_fail(self, model: _Model, job: Job, error: SchedulerError) -> None:
+        if job.state.finished:
+            return  # its outcome came before the batch failed: nothing to run again
         if job.cancel_requested:
             job.fail(self._cancel_reason(job), state=JobState.CANCELLED)
         elif job.attempts < self.settings.max_attempts and not self._stopping:

@@ -13,11 +13,13 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
 from engine import ipc
 from engine.config import ModelConfig
 from engine.job import GenerationSpec, LoadedModel, StepPreview, StepProgress
+from engine.worker_tracing import SpanRecord
 
 log = logging.getLogger("pointillist.replica")
 
@@ -44,6 +46,16 @@ class WorkerDiedError(Exception):
 
 
 JobOutcome = ipc.JobDone | ipc.JobCancelled | ipc.JobFailed
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """What one batch left: each job's outcome, and each job's traced phases in the worker."""
+
+    outcomes: dict[str, JobOutcome]
+    spans: dict[str, tuple[SpanRecord, ...]]
+
+
 BatchStepCallback = Callable[[str, StepProgress | StepPreview], Awaitable[None] | None]
 
 
@@ -136,17 +148,20 @@ class Replica:
         self,
         jobs: Sequence[tuple[str, GenerationSpec, dict[str, str]]],
         on_step: BatchStepCallback,
-    ) -> dict[str, JobOutcome]:
+        on_outcome: Callable[[JobOutcome], None] | None = None,
+    ) -> BatchRun:
         """Run jobs (id, spec, W3C trace carrier) in one pipeline call; ``on_step(job_id,
-        event)`` gets each job's events.
+        event)`` gets each job's events, ``on_outcome(outcome)`` each job's outcome the moment
+        the worker decides it (a member cancelled mid-batch, or done before its batch-mates).
 
-        Returns each job's outcome. Raises WorkerDiedError if the worker dies meanwhile.
+        Returns every outcome and the traced phases once the worker is free. Raises
+        WorkerDiedError if the worker dies meanwhile.
         """
         self.state = ReplicaState.BUSY
         outcomes: dict[str, JobOutcome] = {}
         try:
             await self._send(ipc.RunBatch(tuple(ipc.RunJob(*job) for job in jobs)))
-            while len(outcomes) < len(jobs):
+            while True:
                 message = await self._inbox.get()
                 if message is None:
                     raise WorkerDiedError(f"replica {self.id} (pid {self.pid}) exited mid-batch")
@@ -156,7 +171,13 @@ class Replica:
                         await maybe
                 elif isinstance(message, ipc.JobDone | ipc.JobCancelled | ipc.JobFailed):
                     outcomes[message.job_id] = message
-            return outcomes
+                    if on_outcome is not None:
+                        on_outcome(message)
+                elif isinstance(message, ipc.BatchDone):
+                    missing = {job_id for job_id, _, _ in jobs} - set(outcomes)
+                    if missing:
+                        raise WorkerDiedError(f"replica {self.id} left {missing} without outcome")
+                    return BatchRun(outcomes, message.spans)
         finally:
             if self.state is ReplicaState.BUSY:
                 self.state = ReplicaState.READY
