@@ -15,6 +15,7 @@ from scheduler.errors import SchedulerError
 from scheduler.job import Job
 from server import conversion, errors, submission
 from server.caller_limits import StreamLimiter
+from server.job_access import visible_job
 from server.job_telemetry import JobTelemetry
 from server.output_store import OutputPublisher
 from server.servicer import published
@@ -64,7 +65,7 @@ class JobServicer(jobs_grpc.JobServiceServicer):
     ) -> AsyncIterator[jobs_pb.WatchJobResponse]:
         try:
             with self._streams.hold(conversion.caller(context)):
-                job = self._scheduler.get_job(request.job_id)
+                job = visible_job(self._scheduler, request.job_id)
                 # A watcher that leaves stops here (the generator is closed); the job runs on.
                 async for event in job.events():
                     yield conversion.watch_response(job, await published(self._outputs, event))
@@ -75,7 +76,7 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         self, request: jobs_pb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb.GetJobResponse:
         try:
-            job = self._scheduler.get_job(request.job_id)
+            job = visible_job(self._scheduler, request.job_id)
             output = job.result
             if output is not None and self._outputs is not None:
                 output = await self._outputs.publish(output)
@@ -87,7 +88,7 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         self, request: jobs_pb.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb.CancelJobResponse:
         try:
-            job = self._scheduler.get_job(request.job_id)
+            job = visible_job(self._scheduler, request.job_id)
             await self._scheduler.cancel(job.id)
         except Exception as exc:
             await errors.abort(context, exc)
