@@ -20,7 +20,7 @@ from scheduler.interface import Scheduler
 from scheduler.inventory import DeviceInventory
 from scheduler.nvml_inventory import InventoryError, NvmlInventory
 from scheduler.simulated_inventory import load_inventory
-from server import auth
+from server import auth, caller_identity
 from server.caller_limits import StreamLimiter
 from server.connection_age import connection_age_options
 from server.health import CapacityHealth, HealthServicer
@@ -116,6 +116,7 @@ async def create_server(
         interceptors=[
             *telemetry.interceptors(),
             *auth.interceptors(settings.api_keys),
+            *caller_identity.interceptors(settings.trusted_proxies),
             MalformedRequestInterceptor(),
         ],
         options=[

@@ -29,7 +29,7 @@ from scheduler.inventory import DeviceSnapshot
 from scheduler.job import Job, JobEvent, JobState, Queued, Started
 from scheduler.status import ModelQueueStatus, ReplicaStatus, SchedulerStatus
 from server import errors
-from server.auth import current_caller
+from server.caller_identity import caller_of
 from server.validation import FieldViolation, InvalidRequestError
 
 _PRECISIONS = {
@@ -353,11 +353,6 @@ def scheduling_priority(value: int) -> int:
 
 
 def caller(context: grpc.aio.ServicerContext) -> str:
-    """Who is calling, the key of the scheduler's fairness between callers.
-
-    With API keys on, the key's name (one caller however many connections it opens). Without,
-    the peer address as gRPC reports it ("ipv4:127.0.0.1:53422"), so every connection is a
-    caller of its own.
-    """
-    authenticated = current_caller()
-    return authenticated.name if authenticated is not None else str(context.peer())
+    """Who is calling, the key of the scheduler's fairness and the per-caller limits: the API
+    key's name, else the client's IP (``server.caller_identity``)."""
+    return caller_of(context)

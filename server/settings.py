@@ -20,6 +20,7 @@ from engine.config import (
 )
 from scheduler.fleet import FleetSettings
 from server.auth import ApiKey, Role
+from server.caller_identity import trusted_networks
 from server.tls import TlsConfigError, server_credentials
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -73,6 +74,9 @@ class ServerSettings:
     api_keys: tuple[ApiKey, ...] = ()
     # More keys from a TOML file of [[api_keys]] tables (a mounted Kubernetes Secret, say).
     api_keys_file: str | None = None
+    # Proxies (CIDRs) whose x-forwarded-for names the caller when keys are off
+    # (server.caller_identity); none: the peer's IP is the caller.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 _SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"models", "scheduler"}
@@ -132,6 +136,8 @@ def load_settings(
     server.update({key: value for key, value in overrides.items() if key in _SERVER_KEYS})
     if "web_allowed_origins" in server:  # a TOML list
         server["web_allowed_origins"] = tuple(server["web_allowed_origins"])
+    if "trusted_proxies" in server:  # a TOML list
+        server["trusted_proxies"] = tuple(server["trusted_proxies"])
     server["api_keys"] = api_keys(
         [*server.get("api_keys", ()), *_api_keys_from_file(server.get("api_keys_file"))]
     )
@@ -152,6 +158,10 @@ def load_settings(
     try:
         server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     except TlsConfigError as exc:
+        raise ConfigError(f"[server]: {exc}") from exc
+    try:
+        trusted_networks(settings.trusted_proxies)
+    except ValueError as exc:
         raise ConfigError(f"[server]: {exc}") from exc
     _check_storage(settings)
     return settings

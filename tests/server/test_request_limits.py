@@ -105,12 +105,18 @@ def test_one_caller_may_queue_only_so_many_jobs_and_gets_a_retry_delay(demo_serv
         assert status.details[0].Unpack(retry) and retry.retry_delay.ToNanoseconds() > 0
         assert status.details[1].Unpack(quota)
         assert f"at most {limit} queued jobs per caller" in quota.violations[0].description
-        # Another connection is another caller (no API keys here): it is not held back. (A
-        # local subchannel pool: channels to one target otherwise share their connection.)
+        # Without API keys a caller is its IP (server/caller_identity.py): another connection
+        # from the same address is held back too. (A local subchannel pool: channels to one
+        # target otherwise share their connection.)
         with grpc.insecure_channel(
             demo_server.address, options=[("grpc.use_local_subchannel_pool", 1)]
         ) as other:
             other_jobs = jobs_pb2_grpc.JobServiceStub(other)
+            with pytest.raises(grpc.RpcError) as again:
+                other_jobs.SubmitJob(jobs_pb2.SubmitJobRequest(parameters=small), timeout=10)
+            assert again.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # A place freed is a place taken again.
+            jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=accepted.pop()), timeout=30)
             accepted.append(
                 other_jobs.SubmitJob(jobs_pb2.SubmitJobRequest(parameters=small), timeout=10).job_id
             )
