@@ -5,6 +5,8 @@ by guessing how fast the machine is:
 
 - ``POINTILLIST_FAULT_OOM_ABOVE_IMAGES=N``: every batch of more than N images raises the
   device's out-of-memory error.
+- ``POINTILLIST_FAULT_FAIL_PROMPT=TEXT``: a batch holding a job whose prompt is TEXT raises a
+  plain error (not out of memory) whose message holds the prompt: the model failing.
 - ``POINTILLIST_FAULT_HANG_PROMPT=TEXT``: a job whose prompt is TEXT hangs after its first step
   until the scheduler kills the worker or closes its socket (the hang watchdog's test).
 - ``POINTILLIST_FAULT_HOLD_DIR=DIR``: a job whose prompt starts with ``hold:`` stops after its
@@ -27,6 +29,7 @@ log = logging.getLogger("pointillist.worker")
 
 OOM_FAULT_ENV = "POINTILLIST_FAULT_OOM_ABOVE_IMAGES"
 HANG_FAULT_ENV = "POINTILLIST_FAULT_HANG_PROMPT"
+FAIL_FAULT_ENV = "POINTILLIST_FAULT_FAIL_PROMPT"
 HOLD_DIR_ENV = "POINTILLIST_FAULT_HOLD_DIR"
 HOLD_PREFIX = "hold:"
 # How often a held job looks for its release file. The wait itself returns at once on a cancel.
@@ -45,6 +48,12 @@ def raise_injected_out_of_memory(batch: ipc.RunBatch) -> None:
         import torch
 
         raise torch.OutOfMemoryError(f"injected: {images} images > {limit} ({OOM_FAULT_ENV})")
+
+
+def raise_injected_failure(batch: ipc.RunBatch) -> None:
+    prompt = os.environ.get(FAIL_FAULT_ENV)
+    if prompt is not None and any(job.spec.prompt == prompt for job in batch.jobs):
+        raise RuntimeError(f"injected failure for prompt {prompt!r} ({FAIL_FAULT_ENV})")
 
 
 class StepFaults:

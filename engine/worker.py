@@ -156,6 +156,7 @@ class Worker:
 
         try:
             faults.raise_injected_out_of_memory(batch)
+            faults.raise_injected_failure(batch)
             engine.generate_batch(
                 [job.spec for job in batch.jobs],
                 on_event,

@@ -130,13 +130,14 @@ class Dispatch(FleetCore):
             for job in jobs:
                 self._retry_or_fail(model, job, error)
             return
-        except Exception as exc:
+        except Exception:
             # Anything else on this path would end the slot's task and strand the jobs RUNNING
             # in no queue: restart the replica and put them back (or fail them, clearly).
             log.exception("running a batch on %s failed; restarting it", replica.id)
             await replica.kill()
             for job in jobs:
-                self._retry_or_fail(model, job, ReplicaCrashedError(f"{replica.id}: {exc!r}"))
+                crashed = ReplicaCrashedError(f"replica {replica.id} failed running the batch")
+                self._retry_or_fail(model, job, crashed)
             return
         finally:
             if not hung:
@@ -173,7 +174,10 @@ class Dispatch(FleetCore):
         for job in jobs:
             outcome = outcomes[job.id]
             if isinstance(outcome, ipc.JobFailed) and not outcome.out_of_memory:
-                job.fail(JobFailedError(f"the model failed: {outcome.message}"))
+                # The worker's text may hold paths, shapes or data: it goes to the log with the
+                # job, and the caller gets a stable message (and ErrorInfo GENERATION_FAILED).
+                log.error("job %s failed in the model: %s", job.id, outcome.message)
+                job.fail(JobFailedError("the model failed running the job; the server log has it"))
         self._notify()
 
     async def _watch_for_hang(

@@ -1,12 +1,23 @@
-"""A worker killed mid-job: the job runs again on the restarted replica and still completes."""
+"""Worker faults through a real server: a worker killed mid-job (the job runs again on the
+restarted replica and completes), and a model that raises (a stable error, the text logged)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from engine.faults import FAIL_FAULT_ENV
 from pointillist.v1 import generation_pb2 as pb
+from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from scheduler.job import JobState
+from server.background import ServerThread
+from tests.conftest import demo_settings
 from tests.holds import new_hold
 
 
@@ -38,3 +49,34 @@ def test_killed_worker_job_is_retried_and_completes(stub, demo_server):
     job = demo_server.wait_job_finished(events[0].job_id)
     assert job.state is JobState.SUCCEEDED and job.attempts == 2
     assert replica.pid != pid_before
+
+
+SECRET_PROMPT = "fail here, with /private/path/of/a/customer"
+
+
+def test_a_model_failure_gives_a_stable_message_and_logs_the_text_with_the_job(caplog):
+    settings = demo_settings(worker_env={FAIL_FAULT_ENV: SECRET_PROMPT})
+    server = ServerThread(settings).start()
+    try:
+        with server.channel() as channel, caplog.at_level(logging.ERROR):
+            call = pb_grpc.GenerationServiceStub(channel).StreamGenerate(
+                pb.StreamGenerateRequest(
+                    parameters=pb.GenerationParameters(prompt=SECRET_PROMPT, steps=2)
+                ),
+                timeout=120,
+            )
+            job_id = next(call).job_id
+            with pytest.raises(grpc.RpcError) as failed:
+                list(call)
+            server.wait_job_finished(job_id)
+    finally:
+        server.stop()
+
+    assert failed.value.code() == grpc.StatusCode.INTERNAL
+    assert "private" not in failed.value.details() and "injected" not in failed.value.details()
+    status = rpc_status.from_call(failed.value)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info) and info.reason == "GENERATION_FAILED"
+    logged = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+    assert any("injected failure" in line and "private" in line for line in logged), logged
