@@ -37,16 +37,20 @@ class QueueFullError(SchedulerError):
 
 
 class CallerLimitError(SchedulerError):
-    """One caller already holds as many queued jobs or open streams as it may.
+    """One caller (``subject``) already holds as many queued jobs or open streams as it may, or
+    one job (``subject`` "job") has as many watchers as it may.
 
     The message names the limit, never the caller (an identity is nobody else's business).
     """
 
-    def __init__(self, what: str, limit: int, retry_after_s: float) -> None:
+    def __init__(
+        self, what: str, limit: int, retry_after_s: float, subject: str = "caller"
+    ) -> None:
         super().__init__(
-            f"too many {what} for this caller (the limit is {limit}); "
+            f"too many {what} for this {subject} (the limit is {limit}); "
             f"retry in about {retry_after_s:.1f}s"
         )
+        self.subject = subject
         self.what = what
         self.limit = limit
         self.retry_after_s = retry_after_s

@@ -132,7 +132,13 @@ async def create_server(
     streams = StreamLimiter(settings.max_streams_per_caller)
     generation, jobs, status = (
         GenerationServicer(results, outputs, telemetry.jobs, streams),
-        JobServicer(results, outputs=outputs, telemetry=telemetry.jobs, streams=streams),
+        JobServicer(
+            results,
+            outputs=outputs,
+            telemetry=telemetry.jobs,
+            streams=streams,
+            watchers=StreamLimiter(settings.max_watchers_per_job, what="watchers", subject="job"),
+        ),
         StatusServicer(scheduler),
     )
     pb_grpc.add_GenerationServiceServicer_to_server(generation, server)

@@ -111,7 +111,8 @@ def _describe(exc: BaseException) -> tuple[int, str, list[Message]]:
         quota = error_details_pb2.QuotaFailure(
             violations=[
                 error_details_pb2.QuotaFailure.Violation(
-                    subject="caller", description=f"at most {exc.limit} {exc.what} per caller"
+                    subject=exc.subject,
+                    description=f"at most {exc.limit} {exc.what} per {exc.subject}",
                 )
             ]
         )

@@ -37,12 +37,16 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         outputs: OutputPublisher | None = None,
         telemetry: JobTelemetry | None = None,
         streams: StreamLimiter | None = None,
+        watchers: StreamLimiter | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._cancel_wait_s = cancel_wait_s
         self._outputs = outputs
         self._telemetry = telemetry
         self._streams = streams or StreamLimiter(0)
+        # Watchers of one job (a link shared widely, a client in a reconnect loop) are bounded
+        # too: each holds a stream and gets a copy of every event.
+        self._watchers = watchers or StreamLimiter(0, what="watchers", subject="job")
 
     async def SubmitJob(
         self, request: jobs_pb.SubmitJobRequest, context: grpc.aio.ServicerContext
@@ -64,8 +68,8 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         self, request: jobs_pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jobs_pb.WatchJobResponse]:
         try:
-            with self._streams.hold(conversion.caller(context)):
-                job = visible_job(self._scheduler, request.job_id)
+            job = visible_job(self._scheduler, request.job_id)
+            with self._streams.hold(conversion.caller(context)), self._watchers.hold(job.id):
                 # A watcher that leaves stops here (the generator is closed); the job runs on.
                 async for event in job.events():
                     yield conversion.watch_response(job, await published(self._outputs, event))

@@ -65,6 +65,8 @@ class ServerSettings:
     web_page: bool = True
     # Open StreamGenerate / Generate / WatchJob calls one caller may hold (0: no limit).
     max_streams_per_caller: int = 32
+    # WatchJob streams on one job (0: no limit); past it RESOURCE_EXHAUSTED with RetryInfo.
+    max_watchers_per_job: int = 256
     reflection: bool = True
     # PEM files: a certificate and key turn TLS on; a client CA makes it mutual TLS.
     tls_cert: str | None = None
