@@ -28,7 +28,7 @@ from scheduler.errors import (
 )
 from scheduler.fleet_core import FleetCore
 from scheduler.fleet_state import ModelState, Slot
-from scheduler.job import Job, JobState, Queued, Started
+from scheduler.job import Job, JobState, Queued, Started, short_id
 from scheduler.replica import BatchRun, JobOutcome, Replica, WorkerDiedError
 
 log = logging.getLogger("pointillist.scheduler")
@@ -176,7 +176,7 @@ class Dispatch(FleetCore):
             if isinstance(outcome, ipc.JobFailed) and not outcome.out_of_memory:
                 # The worker's text may hold paths, shapes or data: it goes to the log with the
                 # job, and the caller gets a stable message (and ErrorInfo GENERATION_FAILED).
-                log.error("job %s failed in the model: %s", job.id, outcome.message)
+                log.error("job %s failed in the model: %s", short_id(job.id), outcome.message)
                 job.fail(JobFailedError("the model failed running the job; the server log has it"))
         self._notify()
 
@@ -253,7 +253,7 @@ class Dispatch(FleetCore):
         if job.cancel_requested:
             job.fail(self._cancel_reason(job), state=JobState.CANCELLED)
         elif job.attempts < self.settings.max_attempts and not self._stopping:
-            log.warning("%s; job %s goes back to the head of the queue", error, job.id)
+            log.warning("%s; job %s goes back to the head of the queue", error, short_id(job.id))
             model.queue.push_front(job)
             job.publish(
                 Queued(

@@ -18,6 +18,16 @@ from scheduler.errors import JobCancelledError, JobDeadlineError, SchedulerError
 log = logging.getLogger("pointillist.scheduler")
 
 
+LOGGED_ID_CHARS = 12
+"""How much of a job id the logs show: enough to find the job (48 bits), not the id itself,
+which lets whoever holds it watch or cancel the job when API keys are off."""
+
+
+def short_id(job_id: str) -> str:
+    """The prefix of ``job_id`` that log lines carry."""
+    return job_id[:LOGGED_ID_CHARS]
+
+
 class JobState(StrEnum):
     """Where a job is in its life."""
 

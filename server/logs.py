@@ -20,6 +20,8 @@ from typing import Any
 
 from opentelemetry import trace
 
+from scheduler.job import short_id
+
 LOG_FORMATS = ("text", "json")
 _IDS = ("trace_id", "span_id", "job_id")
 
@@ -49,6 +51,8 @@ class ContextFilter(logging.Filter):
         if not getattr(record, "job_id", ""):
             rpc = current_rpc.get()
             record.job_id = rpc.job_id if rpc is not None else ""
+        # A prefix finds the job; the whole id grants it (watch, cancel) when keys are off.
+        record.job_id = short_id(str(getattr(record, "job_id", "")))
         for name in _IDS:
             if not hasattr(record, name):
                 setattr(record, name, "")

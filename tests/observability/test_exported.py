@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.otlp_receiver import OtlpReceiver
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
+from scheduler.job import short_id
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = (("traceparent", f"00-{TRACE_ID}-b7ad6b7169203331-01"),)
@@ -256,7 +257,9 @@ def test_json_log_lines_carry_the_trace_and_job_ids(served):
     response = generate(served, prompt="a heron", width=64, height=64, steps=2)
 
     rpc_line = served.wait_line(
-        lambda line: line["message"] == "rpc finished" and line.get("job_id") == response.job_id,
+        lambda line: (
+            line["message"] == "rpc finished" and line.get("job_id") == short_id(response.job_id)
+        ),
         timeout=30,
     )
     assert rpc_line["rpc"] == GENERATE
@@ -265,7 +268,9 @@ def test_json_log_lines_carry_the_trace_and_job_ids(served):
     assert rpc_line["duration_ms"] > 0
 
     job_line = served.wait_line(
-        lambda line: line["message"] == "job finished" and line.get("job_id") == response.job_id,
+        lambda line: (
+            line["message"] == "job finished" and line.get("job_id") == short_id(response.job_id)
+        ),
         timeout=30,
     )
     assert job_line["trace_id"] == TRACE_ID
