@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 from engine.faults import FAIL_FAULT_ENV
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
-from scheduler.job import JobState
+from scheduler.job import JobState, short_id
 from server.background import ServerThread
 from tests.conftest import demo_settings
 from tests.holds import new_hold
@@ -78,5 +78,5 @@ def test_a_model_failure_gives_a_stable_message_and_logs_the_text_with_the_job(c
     assert status is not None
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info) and info.reason == "GENERATION_FAILED"
-    logged = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+    logged = [r.getMessage() for r in caplog.records if short_id(job_id) in r.getMessage()]
     assert any("injected failure" in line and "private" in line for line in logged), logged
