@@ -47,7 +47,7 @@ from scheduler.errors import (
     UnknownModelError,
 )
 from scheduler.fair_queue import FairQueue
-from scheduler.footprints import Footprint, FootprintBook
+from scheduler.footprints import Footprint, FootprintBook, ReplicaMemory, replica_memory
 from scheduler.interface import ModelStatus
 from scheduler.inventory import DeviceInventory, DeviceSnapshot
 from scheduler.job import Job, JobState, Queued, Started
@@ -557,21 +557,30 @@ class FleetScheduler:
             await asyncio.wait_for(slot.stop.wait(), delay)
 
     def _measure(self, model: _Model, slot: _Slot) -> None:
-        memory = self._replica_memory(slot)
-        self.footprints.record(model.config.id, slot.device.name, memory)
+        memory = self._replica_memory_of(slot)
+        self.footprints.record(model.config.id, slot.device.name, memory.bytes)
         if slot.replica.loaded is not None:
             self.footprints.record_weights(model.config.id, slot.replica.loaded.weight_bytes)
         log.info(
-            "replica %s measured at %.0f MiB on %s",
+            "replica %s measured at %.0f MiB on %s (source: %s)",
             slot.replica.id,
-            memory / 2**20,
+            memory.bytes / 2**20,
             slot.device.name,
+            memory.source.value,
         )
 
     def _replica_memory(self, slot: _Slot) -> int:
+        return self._replica_memory_of(slot).bytes
+
+    def _replica_memory_of(self, slot: _Slot) -> ReplicaMemory:
+        """NVML per-process memory, else the worker's own GPU figure, else its resident memory."""
         pid = slot.replica.pid
-        measured = self._inventory.process_memory(slot.device.id, pid) if pid else None
-        return measured if measured is not None else slot.replica.memory_bytes
+        return replica_memory(
+            slot.device.kind,
+            self._inventory.process_memory(slot.device.id, pid) if pid else None,
+            slot.replica.device_memory_bytes,
+            slot.replica.memory_bytes,
+        )
 
     def _detach(self, slot: _Slot) -> None:
         pid = slot.replica.pid
