@@ -14,6 +14,9 @@ by guessing how fast the machine is:
   ``DIR/<the rest of the prompt>`` exists; then it runs on as usual. A test holds a job where it
   wants it (running, one step done) and releases it by creating the file, so no outcome depends
   on how long a step takes.
+- ``POINTILLIST_FAULT_DEVICE_MEMORY_BYTES=N``: the worker reports N bytes as the GPU memory it
+  measured itself (``engine.device_memory``), whatever its device: a CPU worker on a simulated
+  or faked GPU stands for a GPU worker, for the scheduler's choice of footprint source.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ OOM_FAULT_ENV = "POINTILLIST_FAULT_OOM_ABOVE_IMAGES"
 HANG_FAULT_ENV = "POINTILLIST_FAULT_HANG_PROMPT"
 FAIL_FAULT_ENV = "POINTILLIST_FAULT_FAIL_PROMPT"
 HOLD_DIR_ENV = "POINTILLIST_FAULT_HOLD_DIR"
+DEVICE_MEMORY_ENV = "POINTILLIST_FAULT_DEVICE_MEMORY_BYTES"
 HOLD_PREFIX = "hold:"
 # How often a held job looks for its release file. The wait itself returns at once on a cancel.
 _RELEASE_POLL_S = 0.01
@@ -39,6 +43,15 @@ _RELEASE_POLL_S = 0.01
 def hold_prompt(name: str) -> str:
     """The prompt of a job that ``POINTILLIST_FAULT_HOLD_DIR`` holds until ``DIR/name`` exists."""
     return HOLD_PREFIX + name
+
+
+def injected_device_memory() -> int | None:
+    """The GPU memory to report instead of the measured one (None: measure)."""
+    value = os.environ.get(DEVICE_MEMORY_ENV)
+    if value is None:
+        return None
+    log.warning("reporting injected device memory of %s bytes (%s)", value, DEVICE_MEMORY_ENV)
+    return int(value)
 
 
 def raise_injected_out_of_memory(batch: ipc.RunBatch) -> None:

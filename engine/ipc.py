@@ -72,10 +72,13 @@ class WorkerWarming:
 
 @dataclass(frozen=True)
 class WorkerReady:
-    """The model is loaded and warm. ``memory_bytes`` is the process's resident memory."""
+    """The model is loaded and warm. ``memory_bytes`` is the process's resident memory;
+    ``device_memory_bytes`` what it measured on its GPU (``engine.device_memory``: the
+    allocator's reservation plus the CUDA context), None on the CPU."""
 
     loaded: LoadedModel
     memory_bytes: int
+    device_memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)

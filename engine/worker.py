@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from engine import faults, ipc
+from engine.device_memory import DeviceMemoryMeter
 from engine.job import GenerationCancelled, GenerationOutput, StepPreview, StepProgress
 from engine.worker_tracing import BatchRecorder, SpanRecord
 
@@ -70,14 +71,23 @@ class Worker:
         try:
             from engine.engine import Engine
 
+            # Before the first CUDA call: the meter measures the context as it creates it.
+            meter = DeviceMemoryMeter.start(first.config.device)
             engine = Engine.load(first.config)
             self.send(ipc.WorkerWarming())
             engine.warm_up(first.warm_up)
+            device_memory = _device_memory(meter)
         except Exception as exc:  # the scheduler reports it; the worker has nothing left to do
             log.exception("loading %s failed", first.config.id)
             self.send(ipc.WorkerFailed(message=f"{type(exc).__name__}: {exc}"))
             return 1
-        self.send(ipc.WorkerReady(loaded=engine.loaded, memory_bytes=_resident_bytes()))
+        self.send(
+            ipc.WorkerReady(
+                loaded=engine.loaded,
+                memory_bytes=_resident_bytes(),
+                device_memory_bytes=device_memory,
+            )
+        )
         threading.Thread(target=self._receive_loop, name="ipc-reader", daemon=True).start()
         while (batch := self._batches.get()) is not None:
             self._run(engine, batch)
@@ -229,6 +239,24 @@ def _memory() -> int:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return int(torch.cuda.memory_reserved())
     return _resident_bytes()
+
+
+def _device_memory(meter: DeviceMemoryMeter) -> int | None:
+    """The GPU memory to report after the warm-up (an injected figure first), logged."""
+    injected = faults.injected_device_memory()
+    if injected is not None:
+        return injected
+    measured = meter.finish()
+    if measured is None:
+        return None
+    context = measured.context_bytes
+    log.info(
+        "device memory after warm-up: %.0f MiB (allocator %.0f MiB + CUDA context %s)",
+        measured.bytes / 2**20,
+        measured.reserved_bytes / 2**20,
+        "not measured" if context is None else f"{context / 2**20:.0f} MiB",
+    )
+    return measured.bytes
 
 
 def _trace_id(carrier: dict[str, str]) -> str:

@@ -69,7 +69,9 @@ class Replica:
         self.config = config
         self.state = ReplicaState.STOPPED
         self.loaded: LoadedModel | None = None
-        self.memory_bytes = 0
+        self.memory_bytes = 0  # resident memory, as the worker reported it when ready
+        # GPU memory the worker measured itself (engine.device_memory); None on the CPU.
+        self.device_memory_bytes: int | None = None
         self._env = env or {}
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -124,13 +126,17 @@ class Replica:
         if isinstance(first, ipc.WorkerReady):
             self.loaded = first.loaded
             self.memory_bytes = first.memory_bytes
+            self.device_memory_bytes = first.device_memory_bytes
             self.state = ReplicaState.READY
             log.info(
-                "replica %s ready: model %s on %s, %.0f MiB resident",
+                "replica %s ready: model %s on %s, %.0f MiB resident%s",
                 self.id,
                 self.config.id,
                 first.loaded.device.name,
                 first.memory_bytes / 2**20,
+                ""
+                if first.device_memory_bytes is None
+                else f", {first.device_memory_bytes / 2**20:.0f} MiB on its GPU by its own count",
             )
             return
         self.state = ReplicaState.FAILED

@@ -10,6 +10,7 @@ import time
 from scheduler.errors import NotServingError
 from scheduler.fleet_core import FleetCore
 from scheduler.fleet_state import ModelState, Slot
+from scheduler.footprints import ReplicaMemory, replica_memory
 from scheduler.replica import ReplicaStartError
 
 log = logging.getLogger("pointillist.scheduler")
@@ -76,21 +77,31 @@ class ReplicaLifecycle(FleetCore):
             await asyncio.wait_for(slot.stop.wait(), delay)
 
     def _measure(self, model: ModelState, slot: Slot) -> None:
-        memory = self._replica_memory(slot)
-        self.footprints.record(model.config.id, slot.device.name, memory)
+        memory = self._replica_memory_of(slot)
+        self.footprints.record(model.config.id, slot.device.name, memory.bytes)
+        self._replica_bytes[slot.replica.id] = memory.bytes  # status() until the next read
         if slot.replica.loaded is not None:
             self.footprints.record_weights(model.config.id, slot.replica.loaded.weight_bytes)
         log.info(
-            "replica %s measured at %.0f MiB on %s",
+            "replica %s measured at %.0f MiB on %s (source: %s)",
             slot.replica.id,
-            memory / 2**20,
+            memory.bytes / 2**20,
             slot.device.name,
+            memory.source.value,
         )
 
     def _replica_memory(self, slot: Slot) -> int:
+        return self._replica_memory_of(slot).bytes
+
+    def _replica_memory_of(self, slot: Slot) -> ReplicaMemory:
+        """NVML per-process memory, else the worker's own GPU figure, else its resident memory."""
         pid = slot.replica.pid
-        measured = self._inventory.process_memory(slot.device.id, pid) if pid else None
-        return measured if measured is not None else slot.replica.memory_bytes
+        return replica_memory(
+            slot.device.kind,
+            self._inventory.process_memory(slot.device.id, pid) if pid else None,
+            slot.replica.device_memory_bytes,
+            slot.replica.memory_bytes,
+        )
 
     def _replica_memories(self, slots: list[Slot]) -> dict[str, int]:
         """Each replica's memory, read from the inventory (on the reader's thread)."""
