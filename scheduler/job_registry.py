@@ -13,7 +13,7 @@ from scheduler.job import Job
 
 RECORD_OVERHEAD_BYTES = 4096
 """What a finished job's record costs besides its images: the Job object, its spec, its events
-and the dict slots (measured with tracemalloc on a demo job: about 3 KiB; rounded up)."""
+and the dict slots. An estimate, not yet checked with tracemalloc (see the issue 14 report)."""
 EVENT_OVERHEAD_BYTES = 256
 """Each kept event's dataclass and list slot, images aside."""
 IMAGE_OVERHEAD_BYTES = 128
