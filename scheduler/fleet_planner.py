@@ -15,15 +15,27 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Mapping
 
 from engine.config import ModelConfig
 from engine.worker import CPU_THREADS_ENV
 from scheduler.fleet_core import FleetCore
 from scheduler.fleet_state import ModelState, Slot
 from scheduler.inventory import DeviceSnapshot
-from scheduler.placement import PlacementDiff, ReplicaKey, diff_placement, place
+from scheduler.placement import (
+    PlacementDiff,
+    ReplicaKey,
+    device_capacities,
+    diff_placement,
+    place,
+)
 from scheduler.placement_estimate import estimate_footprint
-from scheduler.placement_problem import ModelSituation, placement_problem, replicas_wanted
+from scheduler.placement_problem import (
+    ModelSituation,
+    eligible_devices,
+    placement_problem,
+    replicas_wanted,
+)
 from scheduler.replica import Replica
 
 log = logging.getLogger("pointillist.scheduler")
@@ -61,17 +73,22 @@ class PlacementPlanner(FleetCore):
     def _placement_diff(self) -> PlacementDiff:
         """What turns the replicas running now into ``place()``'s answer for the devices last
         read: the problem ``pointillist plan`` builds too, with what runs now."""
+        devices, ours = list(self._devices.values()), self._ours_bytes()
+        room = {
+            capacity.device_id: capacity.capacity_bytes
+            for capacity in device_capacities(devices, self.settings.reserve_bytes, ours)
+        }
         capacities, demands = placement_problem(
-            list(self._devices.values()),
-            [self._situation(model) for model in self._models.values()],
+            devices,
+            [self._situation(model, room) for model in self._models.values()],
             reserve_bytes=self.settings.reserve_bytes,
             cpu_max_replicas=self.settings.cpu_max_replicas,
-            ours_bytes=self._ours_bytes(),
+            ours_bytes=ours,
         )
         current = self._current_placement()
         return diff_placement(current, place(capacities, demands, current), demands)
 
-    def _situation(self, model: ModelState) -> ModelSituation:
+    def _situation(self, model: ModelState, room: Mapping[str, int]) -> ModelSituation:
         active = model.active_slots()
         wanted = replicas_wanted(
             model.config,
@@ -85,17 +102,24 @@ class PlacementPlanner(FleetCore):
             for device_id in self._devices
             if (cap := model.oom.cap(device_id)) is not None
         }
-        return ModelSituation(model.config, self._planned_footprint(model), wanted, caps)
+        return ModelSituation(model.config, self._planned_footprint(model, room), wanted, caps)
 
-    def _planned_footprint(self, model: ModelState) -> int:
+    def _planned_footprint(self, model: ModelState, room: Mapping[str, int]) -> int:
         """The largest footprint known on this inventory's kinds of device; until a replica
-        was measured, the same estimate as ``pointillist plan``'s."""
+        was measured, the same estimate as ``pointillist plan``'s, but never more than the
+        roomiest device it may use offers (``room``: capacity per device id): an estimate
+        must not keep a model from being tried, its first replica's measurement decides."""
         known = [
             found.bytes
             for name in {device.name for device in self._devices.values()}
             if (found := self._footprint(model, name)) is not None
         ]
-        return max(known) if known else estimate_footprint(model.config).bytes
+        if known:
+            return max(known)
+        estimate = estimate_footprint(model.config).bytes
+        eligible = eligible_devices(model.config.device, list(self._devices.values()))
+        roomiest = max((room.get(device_id, 0) for device_id in eligible), default=0)
+        return max(1, min(estimate, roomiest)) if roomiest > 0 else estimate
 
     def _ours_bytes(self) -> dict[str, int]:
         """Per device, what our replicas hold there, draining ones included: their memory comes
