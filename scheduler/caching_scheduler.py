@@ -32,9 +32,10 @@ import time
 from collections.abc import Callable
 
 from engine.job import GenerationOutput, GenerationSpec, LoadedModel, PreviewSettings, Timings
-from scheduler.errors import NotServingError, SchedulerError, UnknownJobError
+from scheduler.errors import NotServingError, SchedulerError
 from scheduler.interface import ModelStatus, Scheduler
 from scheduler.job import Job, JobEvent, JobState, short_id
+from scheduler.job_registry import JobRegistry
 from scheduler.result_codec import decode_output, encode_output
 from scheduler.result_key import produced_by, result_key
 from scheduler.result_store import ResultStore
@@ -52,7 +53,11 @@ class CachingScheduler:
     identical concurrent requests still run once)."""
 
     def __init__(
-        self, inner: Scheduler, store: ResultStore | None, job_retention_s: float = 600.0
+        self,
+        inner: Scheduler,
+        store: ResultStore | None,
+        job_retention_s: float = 600.0,
+        job_history_max_mib: float = 256.0,
     ) -> None:
         self.inner = inner
         self.store = store
@@ -61,14 +66,14 @@ class CachingScheduler:
         self.hits = 0
         self.misses = 0
         self.flights_started = 0
-        self._jobs: dict[str, Job] = {}
+        # Cache hits and flight members; the inner scheduler keeps its own jobs.
+        self._jobs = JobRegistry(job_retention_s, int(job_history_max_mib * 2**20))
         # Open flights only: a flight leaves these tables when it closes (scheduler.single_flight).
         self._flights: dict[tuple[str, PreviewSettings], Flight] = {}
         self._flight_of: dict[str, Flight] = {}  # a member's job id -> its flight
         self._flight_run: dict[str, Flight] = {}  # the scheduler's job id -> its flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
-        self._last_sweep = time.monotonic()
 
     # The Scheduler interface
 
@@ -83,6 +88,7 @@ class CachingScheduler:
         await self.inner.drain(grace_s)
         if self._tasks:  # flights end with the jobs behind them; let their stores finish
             await asyncio.wait(self._tasks, timeout=STORE_TIMEOUT_S)
+        self._jobs.close()
         if self.store is not None:
             await self.store.close()
 
@@ -136,9 +142,6 @@ class CachingScheduler:
         job = self._jobs.get(job_id)
         if job is None:
             return self.inner.get_job(job_id)
-        if self._expired(job):
-            del self._jobs[job_id]
-            raise UnknownJobError(job_id)
         return job
 
     def status(self) -> SchedulerStatus:
@@ -160,7 +163,6 @@ class CachingScheduler:
         """
         if self._draining:
             raise NotServingError("the server is draining and accepts no new jobs")
-        self._forget_expired_jobs()
         loaded = self._loaded(spec.model)
         if loaded is None:  # no replica has loaded the model: nothing could be cached yet
             return self.submit(spec, deadline=deadline, priority=priority, caller=caller)
@@ -212,7 +214,7 @@ class CachingScheduler:
         job = Job(spec, priority=priority, caller=caller)
         timings = Timings(total_s=time.monotonic() - looked_up_at)
         job.publish(dataclasses.replace(output, timings=timings, cached=True))
-        self._jobs[job.id] = job
+        self._jobs.add(job)
         return job
 
     def _attach(
@@ -224,7 +226,7 @@ class CachingScheduler:
         caller: str,
     ) -> Job:
         job = Job(spec, deadline, priority=priority, caller=caller)
-        self._jobs[job.id] = job
+        self._jobs.add(job)
         self._flight_of[job.id] = flight
         flight.attach(job)
         for event in flight.job.history[: flight.seen]:
@@ -312,16 +314,3 @@ class CachingScheduler:
                 event, timings=dataclasses.replace(event.timings, total_s=total)
             )
         return event
-
-    def _expired(self, job: Job) -> bool:
-        finished = job.finished_at
-        return finished is not None and time.monotonic() - finished >= self.job_retention_s
-
-    def _forget_expired_jobs(self) -> None:
-        now = time.monotonic()
-        if now - self._last_sweep < 1.0:
-            return
-        self._last_sweep = now
-        for job_id, job in list(self._jobs.items()):
-            if self._expired(job):
-                del self._jobs[job_id]

@@ -102,6 +102,7 @@ class FleetScheduler(Dispatch, ReplicaLifecycle, PlacementPlanner):
             with contextlib.suppress(TimeoutError):
                 await self.wait_until(lambda: not self.active_jobs(), timeout=remaining)
         self._stopping = True
+        self._jobs.close()
         if self._planner is not None:
             self._planner.cancel()
             await asyncio.gather(self._planner, return_exceptions=True)
@@ -153,10 +154,9 @@ class FleetScheduler(Dispatch, ReplicaLifecycle, PlacementPlanner):
             raise JobDeadlineError(
                 f"the job would start in about {wait_s:.1f}s, after its deadline"
             )
-        self._forget_expired_jobs()
         position = model.queue.jobs_ahead(job)
         job.publish(Queued(position=position, estimated_wait_s=wait_s, cold_start=cold_start))
-        self._jobs[job.id] = job
+        self._jobs.add(job)
         model.last_activity = time.monotonic()
         self._wake_planner.set()
         return job
@@ -167,8 +167,7 @@ class FleetScheduler(Dispatch, ReplicaLifecycle, PlacementPlanner):
 
     def get_job(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)
-        if job is None or self._expired(job):
-            self._jobs.pop(job_id, None)
+        if job is None:
             raise UnknownJobError(job_id)
         return job
 
@@ -208,7 +207,7 @@ class FleetScheduler(Dispatch, ReplicaLifecycle, PlacementPlanner):
 
     def active_jobs(self) -> list[Job]:
         """Jobs queued or running (a drained, idle scheduler has none)."""
-        return [job for job in self._jobs.values() if not job.state.finished]
+        return self._jobs.active()
 
     def replicas(self, model: str, *, ready_only: bool = True) -> list[Replica]:
         slots = self._models[model].active_slots()

@@ -20,6 +20,7 @@ from scheduler.footprints import Footprint, FootprintBook
 from scheduler.inventory import DeviceInventory, DeviceSnapshot
 from scheduler.inventory_reader import InventoryReader
 from scheduler.job import Job
+from scheduler.job_registry import JobRegistry
 
 
 class FleetCore:
@@ -42,7 +43,11 @@ class FleetCore:
         if self._default_model not in {config.id for config in models}:
             raise ValueError(f"default model {self._default_model!r} is not configured")
         self._models: dict[str, ModelState] = {}
-        self._jobs: dict[str, Job] = {}
+        self._jobs = JobRegistry(
+            self.settings.job_retention_s,
+            int(self.settings.job_history_max_mib * 2**20),
+            on_forget=self._notify,
+        )
         self._devices: dict[str, DeviceSnapshot] = {}
         self.footprints = FootprintBook(self.settings.footprint_margin)
         self._draining = False
@@ -50,11 +55,15 @@ class FleetCore:
         self._wake_planner = asyncio.Event()
         self._planner: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()  # replaced on every change; see wait_until
-        self._last_sweep = time.monotonic()
         self._reader: InventoryReader[dict[str, int]] = InventoryReader(
             inventory, self.settings.inventory_timeout_s
         )
         self._replica_bytes: dict[str, int] = {}
+
+    @property
+    def jobs(self) -> JobRegistry:
+        """The jobs the fleet knows (read-only use: the status page, tests)."""
+        return self._jobs
 
     def _footprint(self, model: ModelState, device_name: str) -> Footprint | None:
         return self.footprints.footprint(model.config.id, device_name)
@@ -91,19 +100,6 @@ class FleetCore:
         head = next(model.queue.in_service_order(), None)
         expected = model.throughput.job_seconds(head.spec) if head else None
         return max(1.0, (expected or 1.0) / max(1, len(model.ready_slots())))
-
-    def _expired(self, job: Job) -> bool:
-        finished = job.finished_at
-        return finished is not None and time.monotonic() - finished >= self.settings.job_retention_s
-
-    def _forget_expired_jobs(self) -> None:
-        now = time.monotonic()
-        if now - self._last_sweep < 1.0:
-            return  # get_job checks expiry itself; this only bounds memory
-        self._last_sweep = now
-        for job_id, job in list(self._jobs.items()):
-            if self._expired(job):
-                del self._jobs[job_id]
 
     def _capacity_changed(self) -> None:
         self._wake_planner.set()

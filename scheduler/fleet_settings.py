@@ -21,6 +21,9 @@ class FleetSettings:
     max_attempts: int = 3
     startup_timeout_s: float = 600.0
     job_retention_s: float = 600.0
+    # Memory finished jobs may hold for late watchers (records and result images, counted by
+    # scheduler/job_registry.py); over it, the oldest finished jobs are forgotten first.
+    job_history_max_mib: float = 256.0
     # Replicas per model on a CPU device: there, cores are the limit, not memory.
     cpu_max_replicas: int = 1
     # The hang watchdog: a replica silent for longer than watchdog_factor x the recent peak gap

@@ -112,6 +112,12 @@ class Job:
         # The W3C carrier of the span the job's next run belongs to (set by an observer when
         # the job starts); sent to the worker, which traces the run only when it is non-empty.
         self.trace_context: dict[str, str] = {}
+        # A SubmitJob job's result is kept for late watchers; a Generate or StreamGenerate job
+        # whose caller got the result (``delivered``) keeps only its record.
+        self.keeps_result = False
+        self.delivered = False
+        self._watching = 0  # events() iterations under way: history is trimmed only at 0
+        self._settled: list[Callable[[Job], None]] = []
 
     def observe(self, observer: JobObserver) -> None:
         """Tell ``observer`` of everything from now on (the history so far is in ``history``)."""
@@ -121,6 +127,28 @@ class Job:
         """The phases a worker recorded for one run of the job."""
         if spans:
             self._tell(lambda observer: observer.on_worker_spans(self, spans))
+
+    def on_settled(self, call: Callable[[Job], None]) -> None:
+        """Call ``call`` when the job finishes and whenever its last watcher leaves after."""
+        self._settled.append(call)
+
+    def trim(self) -> None:
+        """Drop what a late watcher of a finished job no longer needs: previews, and the
+        result's images once delivered to a caller that is not SubmitJob's. Only with nobody
+        iterating the events: a live watcher reads the history by position."""
+        if not self.state.finished or self._watching:
+            return
+        drop_result = self.delivered and not self.keeps_result
+        self._history = [
+            event
+            for event in self._history
+            if not isinstance(event, StepPreview)
+            and not (drop_result and isinstance(event, GenerationOutput))
+        ]
+
+    def _tell_settled(self) -> None:
+        for call in self._settled:
+            call(self)
 
     @property
     def history(self) -> tuple[JobEvent, ...]:
@@ -175,6 +203,7 @@ class Job:
         self.state = state
         self.finished_at = time.monotonic()
         self._tell(lambda observer: observer.on_finished(self))
+        self._tell_settled()
 
     def _tell(self, call: Callable[[JobObserver], None]) -> None:
         # Telemetry must never break a job: an observer that raises is logged and skipped.
@@ -187,14 +216,20 @@ class Job:
     async def events(self) -> AsyncIterator[JobEvent]:
         """Every event from the first, then live ones; raises the job's error if it failed."""
         seen = 0
-        while True:
-            changed = self._changed
-            while seen < len(self._history):
-                seen += 1
-                yield self._history[seen - 1]
-            if self.state.finished:
-                if self.error is not None:
-                    raise self.error
-                return
-            if seen == len(self._history):
-                await changed.wait()
+        self._watching += 1
+        try:
+            while True:
+                changed = self._changed
+                while seen < len(self._history):
+                    seen += 1
+                    yield self._history[seen - 1]
+                if self.state.finished:
+                    if self.error is not None:
+                        raise self.error
+                    return
+                if seen == len(self._history):
+                    await changed.wait()
+        finally:
+            self._watching -= 1
+            if self._watching == 0 and self.state.finished:
+                self._tell_settled()

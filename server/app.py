@@ -126,7 +126,10 @@ async def create_server(
         ],
     )
     results = CachingScheduler(
-        scheduler, build_result_store(settings), settings.scheduler.job_retention_s
+        scheduler,
+        build_result_store(settings),
+        settings.scheduler.job_retention_s,
+        settings.scheduler.job_history_max_mib,
     )
     outputs = build_output_publisher(settings)
     streams = StreamLimiter(settings.max_streams_per_caller)
