@@ -73,3 +73,43 @@ with grpc.insecure_channel({demo_server.address!r}) as channel:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "demo"
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected", "needle"),
+    [
+        ("--go_out", "pointillist/v1/jobs.pb.go", "package pointillistv1"),
+        ("--java_out", "dev/pointillist/v1/JobServiceGrpc.java", None),
+        ("--java_out", "dev/pointillist/v1/WatchJobRequest.java", "package dev.pointillist.v1;"),
+    ],
+)
+def test_plain_protoc_agrees_with_buf_managed_mode(
+    tmp_path: Path, flag: str, expected: str, needle: str | None
+) -> None:
+    """The files' own go_package/java_package options give what buf's managed mode gives, so a
+    team on plain protoc (no buf) gets the same packages, with no -M flags."""
+    plugins = ["--plugin=protoc-gen-grpc-java=/usr/bin/grpc_java_plugin"] if "java" in flag else []
+    grpc_out = [f"--grpc-java_out={tmp_path}"] if "java" in flag else []
+    options = ["--go_opt=paths=source_relative"] if flag == "--go_out" else []
+    done = subprocess.run(
+        [
+            "protoc",
+            "-Iproto",
+            "-Ithird_party/googleapis",
+            f"{flag}={tmp_path}",
+            *options,
+            *plugins,
+            *grpc_out,
+            "proto/pointillist/v1/generation.proto",
+            "proto/pointillist/v1/jobs.proto",
+            "proto/pointillist/v1/status.proto",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / expected).read_text()
+    assert needle is None or needle in text
