@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -26,6 +26,7 @@ from server.connection_age import connection_age_options
 from server.health import CapacityHealth, HealthServicer
 from server.job_servicer import JobServicer
 from server.malformed_requests import MalformedRequestInterceptor
+from server.open_streams import OpenStreamCloser
 from server.servicer import GenerationServicer
 from server.settings import ServerSettings
 from server.status_servicer import StatusServicer
@@ -56,6 +57,8 @@ class RunningServer:
     results: CachingScheduler | None = None
     web: WebServer | None = None
     """The browser port, when ``settings.web_address`` is set."""
+    open_streams: OpenStreamCloser = field(default_factory=OpenStreamCloser)
+    """Ends the open-ended Health Watch and reflection streams at shutdown."""
 
     async def drain(self, grace_s: float) -> None:
         """Go NOT_SERVING, let accepted jobs finish within ``grace_s``, then stop everything."""
@@ -66,7 +69,9 @@ class RunningServer:
         await (self.results or self.scheduler).drain(grace_s)
         if self.web is not None:
             await self.web.stop()
-        # Jobs are over; the short grace lets their last messages reach the callers.
+        # Jobs are over; the short grace lets their last messages reach the callers. Health
+        # Watch and reflection streams never end by themselves: end them, not grpc's stop.
+        self.open_streams.close()
         await self.server.stop(grace=2.0)
         self.telemetry.shutdown()
         log.info("stopped")
@@ -111,6 +116,7 @@ async def create_server(
     telemetry = telemetry or Telemetry.from_environment(
         settings.metrics_port, metrics_host(settings.address)
     )
+    open_streams = OpenStreamCloser()
     server = grpc.aio.server(
         # Tracing outermost, so refused calls are traced and counted too.
         interceptors=[
@@ -118,6 +124,7 @@ async def create_server(
             *auth.interceptors(settings.api_keys),
             *caller_identity.interceptors(settings.trusted_proxies),
             MalformedRequestInterceptor(),
+            open_streams,
         ],
         options=[
             ("grpc.max_receive_message_length", settings.request_limit()),
@@ -180,6 +187,7 @@ async def create_server(
         ready=asyncio.create_task(asyncio.sleep(0)),
         telemetry=telemetry,
         results=results,
+        open_streams=open_streams,
     )
     await health.starting()
     telemetry.start(scheduler.status, asyncio.get_running_loop())
