@@ -56,6 +56,8 @@ class RunningServer:
     results: CachingScheduler | None = None
     web: WebServer | None = None
     """The browser port, when ``settings.web_address`` is set."""
+    jobs: JobServicer | None = None
+    """The job service (its shared envelopes and output store, for tests and benchmarks)."""
 
     async def drain(self, grace_s: float) -> None:
         """Go NOT_SERVING, let accepted jobs finish within ``grace_s``, then stop everything."""
@@ -177,6 +179,7 @@ async def create_server(
         ready=asyncio.create_task(asyncio.sleep(0)),
         telemetry=telemetry,
         results=results,
+        jobs=jobs,
     )
     await health.starting()
     telemetry.start(scheduler.status, asyncio.get_running_loop())
