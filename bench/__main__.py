@@ -141,6 +141,23 @@ REGISTRY: tuple[Benchmark, ...] = (
         "concurrent streams for a fixed time: throughput, P50/P99, statuses, RSS before/after",
         ("--streams", "2", "--seconds", "3", "--max-requests", "4"),
     ),
+    Benchmark(
+        "watchers",
+        "bench.watchers",
+        "1 job x 1,000 WatchJob streams, 300 StreamGenerate: order, server CPU, health P99, RSS",
+        (
+            "--watchers",
+            "20",
+            "--streams",
+            "6",
+            "--channels",
+            "3",
+            "--steps",
+            "2",
+            "--replicas",
+            "1",
+        ),
+    ),
     Benchmark("plot", "bench.plot", "throughput vs concurrency PNG from the records"),
 )
 

@@ -11,7 +11,6 @@ on this 2-core machine share the cores rather than add any: expect no gain from 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,11 @@ from typing import Any
 import grpc
 
 from bench import record
-from bench.demo_server_process import DemoServerProcess
+from bench.demo_server_process import MAX_BATCH_SIZE, DemoServerProcess
 from bench.load_generator import Call, run_load
-from engine.config import demo_model_config
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
-from scheduler.fleet import FleetSettings
 from server.background import ServerThread
-from server.settings import ServerSettings
-
-MAX_BATCH_SIZE = 8
 
 
 def stream_generate_caller(
@@ -53,34 +47,6 @@ def stream_generate_caller(
         return call, channel.close
 
     return make
-
-
-def start_server(replicas: int, batching: bool, queue_capacity: int) -> ServerThread:
-    """A pointillist server on 127.0.0.1:0 serving the demo with ``replicas`` warm CPU replicas."""
-    config = dataclasses.replace(
-        demo_model_config(), device="cpu", min_replicas=replicas, max_replicas=replicas
-    )
-    scheduler = FleetSettings(
-        max_batch_size=MAX_BATCH_SIZE if batching else 1,
-        cpu_max_replicas=replicas,
-        queue_capacity=queue_capacity,
-    )
-    settings = ServerSettings(
-        address="127.0.0.1:0",
-        models=(config,),
-        inventory="cpu",
-        scheduler=scheduler,
-        result_cache="off",  # every cell repeats the same seeded requests: none may be a hit
-    )
-    server = ServerThread(settings).start()
-    try:
-        fleet = server.scheduler
-        ready = fleet.wait_until(lambda: len(fleet.replicas("demo")) >= replicas, 300)
-        server.call(ready, 310)
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 def configuration(replicas: int, batching: bool) -> str:

@@ -59,6 +59,8 @@ class RunningServer:
     """The browser port, when ``settings.web_address`` is set."""
     open_streams: OpenStreamCloser = field(default_factory=OpenStreamCloser)
     """Ends the open-ended Health Watch and reflection streams at shutdown."""
+    jobs: JobServicer | None = None
+    """The job service (its shared envelopes and output store, for tests and benchmarks)."""
 
     async def drain(self, grace_s: float) -> None:
         """Go NOT_SERVING, let accepted jobs finish within ``grace_s``, then stop everything."""
@@ -188,6 +190,7 @@ async def create_server(
         telemetry=telemetry,
         results=results,
         open_streams=open_streams,
+        jobs=jobs,
     )
     await health.starting()
     telemetry.start(scheduler.status, asyncio.get_running_loop())

@@ -13,6 +13,8 @@ class FileOutputStore:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder).expanduser().resolve()
+        self.writes = 0
+        """Files written so far (an image already there is not written again)."""
 
     async def put(self, name: str, data: bytes, mime_type: str) -> str:
         return await asyncio.to_thread(self._write, name, data)
@@ -27,6 +29,7 @@ class FileOutputStore:
                 with os.fdopen(handle, "wb") as file:
                     file.write(data)
                 os.replace(temporary, target)
+                self.writes += 1
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)
                 raise

@@ -15,10 +15,10 @@ from scheduler.errors import SchedulerError
 from scheduler.job import Job
 from server import conversion, errors, submission
 from server.caller_limits import StreamLimiter
+from server.delivery import SharedEnvelopes
 from server.job_access import visible_job
 from server.job_telemetry import JobTelemetry
 from server.output_store import OutputPublisher
-from server.servicer import published
 
 CANCEL_WAIT_S = 10.0
 """How long CancelJob waits for a running job to stop (the engine stops within one step)."""
@@ -47,6 +47,7 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         # Watchers of one job (a link shared widely, a client in a reconnect loop) are bounded
         # too: each holds a stream and gets a copy of every event.
         self._watchers = watchers or StreamLimiter(0, what="watchers", subject="job")
+        self.envelopes = SharedEnvelopes(outputs)
 
     async def SubmitJob(
         self, request: jobs_pb.SubmitJobRequest, context: grpc.aio.ServicerContext
@@ -70,10 +71,14 @@ class JobServicer(jobs_grpc.JobServiceServicer):
     ) -> AsyncIterator[jobs_pb.WatchJobResponse]:
         try:
             job = visible_job(self._scheduler, request.job_id)
-            with self._streams.hold(conversion.caller(context)), self._watchers.hold(job.id):
+            with (
+                self._streams.hold(conversion.caller(context)),
+                self._watchers.hold(job.id),
+                self.envelopes.watching(job) as watcher,
+            ):
                 # A watcher that leaves stops here (the generator is closed); the job runs on.
                 async for event in job.events():
-                    yield conversion.watch_response(job, await published(self._outputs, event))
+                    yield await watcher.envelope(event)
         except Exception as exc:
             await errors.abort(context, exc)
 
