@@ -88,7 +88,7 @@ class CachingScheduler:
         await self.inner.drain(grace_s)
         if self._tasks:  # flights end with the jobs behind them; let their stores finish
             await asyncio.wait(self._tasks, timeout=STORE_TIMEOUT_S)
-        self._jobs.close()
+        await self._jobs.close()
         if self.store is not None:
             await self.store.close()
 

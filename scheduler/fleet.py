@@ -102,7 +102,7 @@ class FleetScheduler(Dispatch, ReplicaLifecycle, PlacementPlanner):
             with contextlib.suppress(TimeoutError):
                 await self.wait_until(lambda: not self.active_jobs(), timeout=remaining)
         self._stopping = True
-        self._jobs.close()
+        await self._jobs.close()
         if self._planner is not None:
             self._planner.cancel()
             await asyncio.gather(self._planner, return_exceptions=True)

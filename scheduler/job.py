@@ -112,10 +112,6 @@ class Job:
         # The W3C carrier of the span the job's next run belongs to (set by an observer when
         # the job starts); sent to the worker, which traces the run only when it is non-empty.
         self.trace_context: dict[str, str] = {}
-        # A SubmitJob job's result is kept for late watchers; a Generate or StreamGenerate job
-        # whose caller got the result (``delivered``) keeps only its record.
-        self.keeps_result = False
-        self.delivered = False
         self._watching = 0  # events() iterations under way: history is trimmed only at 0
         self._settled: list[Callable[[Job], None]] = []
 
@@ -133,18 +129,13 @@ class Job:
         self._settled.append(call)
 
     def trim(self) -> None:
-        """Drop what a late watcher of a finished job no longer needs: previews, and the
-        result's images once delivered to a caller that is not SubmitJob's. Only with nobody
-        iterating the events: a live watcher reads the history by position."""
+        """Drop what a late watcher of a finished job no longer needs: its previews. The result
+        stays, even once its caller got it: a later request may take it as an init image (a
+        job image reference); the byte budget (scheduler/job_registry.py) bounds what that
+        costs. Only with nobody iterating the events: a live watcher reads them by position."""
         if not self.state.finished or self._watching:
             return
-        drop_result = self.delivered and not self.keeps_result
-        self._history = [
-            event
-            for event in self._history
-            if not isinstance(event, StepPreview)
-            and not (drop_result and isinstance(event, GenerationOutput))
-        ]
+        self._history = [event for event in self._history if not isinstance(event, StepPreview)]
 
     def _tell_settled(self) -> None:
         for call in self._settled:

@@ -84,10 +84,12 @@ class JobRegistry:
     def active(self) -> list[Job]:
         return [job for job in self._jobs.values() if not job.state.finished]
 
-    def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+    async def close(self) -> None:
+        """Stop the expiry timer (and wait until it has stopped: a drain leaves no task)."""
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
 
     def _settled(self, job: Job) -> None:
         # Called when the job finishes and again whenever its last watcher leaves.

@@ -63,7 +63,6 @@ class JobServicer(jobs_grpc.JobServiceServicer):
             )
         except Exception as exc:
             await errors.abort(context, exc)
-        job.keeps_result = True  # a SubmitJob caller gets its result later, by WatchJob or GetJob
         return jobs_pb.SubmitJobResponse(job_id=job.id)
 
     async def WatchJob(

@@ -42,8 +42,6 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         async with self._job(request.parameters, request.priority, context) as job:
             async for event in job.events():
                 yield conversion.stream_response(job, await published(self._outputs, event))
-                if isinstance(event, GenerationOutput):
-                    job.delivered = True  # the history need not keep the images for anyone
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
@@ -51,7 +49,6 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         async with self._job(request.parameters, request.priority, context) as job:
             async for event in job.events():
                 if isinstance(event, GenerationOutput):
-                    job.delivered = True  # the history need not keep the images for anyone
                     output = event if self._outputs is None else await self._outputs.publish(event)
                     result = conversion.result(output, job.spec)
                     return pb.GenerateResponse(job_id=job.id, result=result)

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
+from engine.job import StepPreview
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from pointillist.v1 import jobs_pb2 as jobs_pb
@@ -132,7 +133,7 @@ def test_a_late_watcher_gets_state_and_result_without_previews(budget_server):
         assert got.result.images[0].data
 
 
-def test_a_delivered_stream_job_keeps_only_its_record(budget_server):
+def test_a_delivered_stream_job_keeps_its_result_not_its_previews(budget_server):
     with budget_server.channel() as channel:
         events = list(
             pb_grpc.GenerationServiceStub(channel).StreamGenerate(
@@ -141,7 +142,9 @@ def test_a_delivered_stream_job_keeps_only_its_record(budget_server):
         )
         job = job_of(budget_server, events[0].job_id)
         assert job is not None and job.state.finished
-        assert job.result is None and job.finished_at is not None
+        # Kept for image references (issue 16); its previews are gone once nobody watches.
+        assert job.result is not None and job.result.images[0].data
+        assert not any(isinstance(event, StepPreview) for event in job.history)
 
 
 def test_an_evicted_job_is_not_found_with_a_clear_message(budget_server):

@@ -263,9 +263,8 @@ def test_jobs_started_by_stream_generate_are_jobs_too(jobs, stub):
     job = get(jobs, events[0].job_id)
 
     assert job.state == jobs_pb.JOB_STATE_SUCCEEDED
-    assert events[-1].result.images
-    # Its caller received the result, so the record keeps only the record (issue 14).
-    assert not job.HasField("result")
+    # Kept though its caller got it: a later request may take it as an init image.
+    assert job.result == events[-1].result
 
 
 # -- cancel -------------------------------------------------------------------------------------
