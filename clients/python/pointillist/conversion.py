@@ -17,6 +17,7 @@ from pointillist.events import (
     Device,
     DeviceKind,
     Event,
+    GenerationMode,
     Image,
     ModelDefaults,
     ModelInfo,
@@ -76,6 +77,11 @@ _UINT64_MAX = 2**64 - 1
 _DEVICE_KINDS = {
     pb.DEVICE_KIND_CPU: DeviceKind.CPU,
     pb.DEVICE_KIND_CUDA: DeviceKind.CUDA,
+}
+_MODES = {
+    pb.GENERATION_MODE_TEXT_TO_IMAGE: GenerationMode.TEXT_TO_IMAGE,
+    pb.GENERATION_MODE_IMAGE_TO_IMAGE: GenerationMode.IMAGE_TO_IMAGE,
+    pb.GENERATION_MODE_INPAINTING: GenerationMode.INPAINTING,
 }
 _PRECISIONS = {
     pb.PRECISION_FP32: Precision.FP32,
@@ -344,6 +350,10 @@ def reproducibility_from_proto(record: pb.Reproducibility) -> Reproducibility:
         scheduler=record.scheduler,
         library_versions=dict(record.library_versions),
         device=device_from_proto(record.device),
+        mode=_MODES.get(record.mode, GenerationMode.UNSPECIFIED),
+        strength=(record.parameters.strength if record.parameters.HasField("strength") else None),
+        init_image_sha256=record.init_image_sha256 or None,
+        mask_sha256=record.mask_sha256 or None,
     )
 
 
@@ -411,6 +421,7 @@ def parameters_from_proto(parameters: pb.GenerationParameters) -> GenerationPara
         quality=parameters.quality,
         preview_every=parameters.preview.every_n_steps,
         preview_size=parameters.preview.max_size,
+        strength=parameters.strength if parameters.HasField("strength") else None,
     )
 
 
