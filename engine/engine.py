@@ -44,7 +44,12 @@ from engine.batch_outcomes import BatchOutcome, BatchOutcomes, OutcomeCallback
 from engine.config import ModelConfig
 from engine.embedding_cache import EmbeddingCache, EmbeddingKey, PromptEmbeddings
 from engine.image_encoding import encode_image
-from engine.image_modes import ModePipelines, image_call_arguments, keep_unmasked
+from engine.image_modes import (
+    ModePipelines,
+    image_call_arguments,
+    image_mode_warm_ups,
+    keep_unmasked,
+)
 from engine.job import (
     GenerationCancelled,
     GenerationOutput,
@@ -146,6 +151,8 @@ class Engine:
         With ``spec``, that request is run as given: the scheduler passes the model's largest
         (widest, tallest, most images, few steps) so the memory measured afterwards covers the
         worst case. Without, ``WARM_UP_STEPS`` steps at the model's default size, previews on.
+        Then image-to-image and inpainting run once each, one image and one step
+        (``engine.image_modes.image_mode_warm_ups``).
         """
         if spec is None:
             defaults = self.config.defaults
@@ -161,7 +168,8 @@ class Engine:
                 # Previews on, so their projection and JPEG path is warm as well.
                 preview=PreviewSettings(every_n_steps=1),
             )
-        self.generate(spec, on_event=lambda event: None, should_stop=lambda: False)
+        for request in [spec, *image_mode_warm_ups(spec)]:
+            self.generate(request, on_event=lambda event: None, should_stop=lambda: False)
 
     def generate(
         self,

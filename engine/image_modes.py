@@ -20,6 +20,8 @@ prepared per member with the shapes of a lone request:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,14 +58,58 @@ class ModePipelines:
                 self._image_to_image = StableDiffusion3Img2ImgPipeline(
                     **self.text_to_image.components
                 )
+                self._image_to_image.set_progress_bar_config(disable=True)
             pipe: Any = self._image_to_image
             return pipe
         if mode is GenerationMode.INPAINTING:
             if self._inpainting is None:
                 self._inpainting = StableDiffusion3InpaintPipeline(**self.text_to_image.components)
+                self._inpainting.set_progress_bar_config(disable=True)
             pipe = self._inpainting
             return pipe
         return self.text_to_image
+
+
+# The smallest image a request may send (server.validation.MIN_SIDE).
+SMALLEST_SIDE = 64
+
+
+def image_mode_warm_ups(spec: GenerationSpec) -> list[GenerationSpec]:
+    """Image-to-image and inpainting requests to run after the warm-up request ``spec``: every
+    model serves all three modes, so a replica runs each before it says it is ready.
+
+    Inpainting runs at ``spec``'s size (the model's largest when the scheduler asks), so the VAE
+    encoder's first call at that size and the mask path are paid here and the memory measured
+    after the warm-up covers the encoder's activations. Its kernels are image-to-image's too
+    (encoder, transformer, decoder), so image-to-image runs at the smallest size, only to build
+    its pipeline and take its own code path once. One image and one denoising step each: the
+    transformer and the decoder at ``spec``'s batch were warmed by ``spec`` itself, and an image
+    member's encoder runs on one image whatever its ``num_images`` (``image_call_arguments``).
+    """
+    one_step = dataclasses.replace(spec, num_images=1, strength=1.0 / max(spec.steps, 1))
+    small = dataclasses.replace(
+        one_step,
+        width=SMALLEST_SIDE,
+        height=SMALLEST_SIDE,
+        init_image=_grey(SMALLEST_SIDE, SMALLEST_SIDE),
+    )
+    full = dataclasses.replace(
+        one_step,
+        init_image=_grey(spec.width, spec.height),
+        mask=_right_half(spec.width, spec.height),
+    )
+    return [small, full]
+
+
+def _grey(width: int, height: int) -> InputImage:
+    pixels = bytes([128]) * (width * height * 3)
+    return InputImage(pixels, width, height, 3, hashlib.sha256(pixels).hexdigest())
+
+
+def _right_half(width: int, height: int) -> InputImage:
+    left = width // 2
+    pixels = (bytes(left) + bytes([255]) * (width - left)) * height
+    return InputImage(pixels, width, height, 1, hashlib.sha256(pixels).hexdigest())
 
 
 def pixels_tensor(image: InputImage) -> torch.Tensor:

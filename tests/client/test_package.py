@@ -26,3 +26,11 @@ def test_public_api() -> None:
 
     for name in pointillist.__all__:
         assert hasattr(pointillist, name), name
+
+
+def test_request_building_is_still_importable_from_conversion() -> None:
+    # Split out of pointillist.conversion; code that imported it from there keeps working.
+    from pointillist import conversion, request_building
+
+    for name in request_building.__all__:
+        assert getattr(conversion, name) is getattr(request_building, name), name

@@ -383,13 +383,14 @@ def test_warm_up_runs_the_request_it_is_given(bf16_engine: Engine, make_spec: Sp
     )
     with transformer_batches(bf16_engine) as batches:
         bf16_engine.warm_up(largest)
-    assert batches == [2 * limits.max_images] * 2
+    # The request as given, then image-to-image and inpainting: one image, one step each.
+    assert batches == [2 * limits.max_images] * 2 + [2, 2]
 
 
 def test_warm_up_without_a_spec_uses_the_defaults(bf16_engine: Engine) -> None:
     with transformer_batches(bf16_engine) as batches:
         bf16_engine.warm_up()
-    assert batches == [2, 2]
+    assert batches == [2, 2, 2, 2]
 
 
 def test_loaded_model_reports_its_weight_bytes(bf16_engine: Engine, fp8_engine: Engine) -> None:

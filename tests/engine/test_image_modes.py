@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -143,3 +144,34 @@ def test_batched_image_members_get_the_bytes_they_would_get_alone(
         assert [i.data for i in output.images] == [i.data for i in expected.images]
     all_bytes = [image.data for output in batched for image in output.images]
     assert len(set(all_bytes)) == len(all_bytes) == 4
+
+
+def test_warm_up_runs_every_mode_one_image_one_step(
+    bf16_engine: Engine, make_spec: SpecFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = bf16_engine.config.limits
+    largest = make_spec(
+        width=limits.max_width, height=limits.max_height, num_images=limits.max_images, steps=2
+    )
+    ran: list[tuple[GenerationSpec, GenerationOutput]] = []
+    generate = bf16_engine.generate
+
+    def recorded(spec: GenerationSpec, on_event: Any, should_stop: Any) -> GenerationOutput:
+        output = generate(spec, on_event, should_stop)
+        ran.append((spec, output))
+        return output
+
+    monkeypatch.setattr(bf16_engine, "generate", recorded)
+    bf16_engine.warm_up(largest)
+
+    assert [spec.mode for spec, _ in ran] == [
+        GenerationMode.TEXT_TO_IMAGE,
+        GenerationMode.IMAGE_TO_IMAGE,
+        GenerationMode.INPAINTING,
+    ]
+    assert ran[0][0] == largest
+    for spec, output in ran[1:]:
+        assert (spec.num_images, spec.steps_run, len(output.images)) == (1, 1, 1)
+    # Inpainting at the largest size: the encoder's memory at that size is in the footprint.
+    inpainting = ran[2][0]
+    assert (inpainting.width, inpainting.height) == (limits.max_width, limits.max_height)

@@ -1,7 +1,14 @@
 // The Node client against a real pointillist server on a free local port (demo model, CPU).
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { Code, JobState, PointillistClient, PointillistError, type GenerationEvent } from "../src/index.js";
+import {
+  Code,
+  GenerationMode,
+  JobState,
+  PointillistClient,
+  PointillistError,
+  type GenerationEvent,
+} from "../src/index.js";
 import { newHold } from "./holds.js";
 import { startServer, type RunningServer } from "./server.js";
 
@@ -63,6 +70,44 @@ test("generate returns the result, reproducible by its seed", async () => {
   assert.equal(first.result.images[0]!.seed, 11n);
   assert.deepEqual(first.result.images[0]!.data, again.result.images[0]!.data);
   assert.equal(first.result.reproducibility?.modelId, "demo");
+});
+
+test("image-to-image from uploaded bytes and from an earlier job's image", async () => {
+  const source = await client.generate({ prompt: "a harbour", width: 64, height: 64, steps: 2, seed: 3n });
+  const png = source.result.images[0]!.data;
+
+  const events: GenerationEvent[] = [];
+  for await (const event of client.stream({
+    prompt: "a harbour at night",
+    steps: 4,
+    seed: 4n,
+    strength: 0.5,
+    initImage: { source: { case: "data", value: png } },
+  })) {
+    events.push(event);
+  }
+  // steps x strength run, and progress says so.
+  const totals = events.flatMap((e) => (e.case === "progress" ? [e.value.totalSteps] : []));
+  assert.deepEqual(totals, [2, 2]);
+  const last = events.at(-1)!;
+  assert.equal(last.case, "result");
+  if (last.case !== "result") return;
+  const record = last.value.reproducibility!;
+  assert.equal(record.mode, GenerationMode.IMAGE_TO_IMAGE);
+  assert.equal(record.parameters?.strength, 0.5);
+  assert.match(record.initImageSha256, /^[0-9a-f]{64}$/);
+  assert.deepEqual([last.value.images[0]!.width, last.value.images[0]!.height], [64, 64]);
+
+  // The same image by reference: no upload, the same pixels, so the same hash and bytes.
+  const byReference = await client.generate({
+    prompt: "a harbour at night",
+    steps: 4,
+    seed: 4n,
+    strength: 0.5,
+    initImage: { source: { case: "jobImage", value: { jobId: source.jobId, index: 0 } } },
+  });
+  assert.equal(byReference.result.reproducibility?.initImageSha256, record.initImageSha256);
+  assert.deepEqual(byReference.result.images[0]!.data, last.value.images[0]!.data);
 });
 
 test("aborting a stream mid-run cancels its job on the server", async () => {

@@ -26,21 +26,23 @@ import grpc.aio
 
 from pointillist.client import CHANNEL_OPTIONS, DEFAULT_TARGET, CallSettings, StreamState
 from pointillist.conversion import (
-    GenerationOptions,
-    build_parameters,
-    generate_request,
     job_from_proto,
     model_list_from_proto,
-    priority_to_proto,
     result_from_proto,
     server_status_from_proto,
-    stream_request,
-    submit_request,
 )
 from pointillist.credentials import TlsSettings, call_metadata
 from pointillist.errors import error_from_rpc
 from pointillist.events import Event, ModelList, Result
 from pointillist.jobs import JobInfo, Priority
+from pointillist.request_building import (
+    GenerationOptions,
+    build_parameters,
+    generate_request,
+    priority_to_proto,
+    stream_request,
+    submit_request,
+)
 from pointillist.server_status import ServerStatus
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import (

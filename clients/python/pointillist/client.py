@@ -27,22 +27,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pointillist.balancing import balancing_options
 from pointillist.conversion import (
     EventEnvelope,
-    GenerationOptions,
-    build_parameters,
     event_from_proto,
-    generate_request,
     job_from_proto,
     model_list_from_proto,
-    priority_to_proto,
     result_from_proto,
     server_status_from_proto,
-    stream_request,
-    submit_request,
 )
 from pointillist.credentials import TlsSettings, call_metadata
 from pointillist.errors import CancelledError, InternalError, UnavailableError, error_from_rpc
 from pointillist.events import Event, ModelList, Result
 from pointillist.jobs import JobInfo, Priority
+from pointillist.request_building import (
+    GenerationOptions,
+    build_parameters,
+    generate_request,
+    priority_to_proto,
+    stream_request,
+    submit_request,
+)
 from pointillist.server_status import ServerStatus
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import (

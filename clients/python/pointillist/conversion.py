@@ -1,13 +1,13 @@
-"""Conversion between pointillist.v1 proto messages and the client's typed values.
+"""Conversion of pointillist.v1 response messages into the client's typed values.
 
-The one place that knows the wire format: request building from keyword parameters (shared by
-Client and AsyncClient) and proto -> :mod:`pointillist.events` for every response.
+proto -> :mod:`pointillist.events`, :mod:`pointillist.jobs` and :mod:`pointillist.server_status`
+for every response. Requests are built in :mod:`pointillist.request_building`; its names are
+importable from here too, as they were before it was split out.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TypedDict
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -17,6 +17,7 @@ from pointillist.events import (
     Device,
     DeviceKind,
     Event,
+    GenerationMode,
     Image,
     ModelDefaults,
     ModelInfo,
@@ -31,8 +32,17 @@ from pointillist.events import (
     Started,
     Timings,
 )
-from pointillist.image_inputs import ImageSource, input_image
 from pointillist.jobs import GenerationParameters, JobInfo, JobState, Priority
+from pointillist.request_building import (
+    OUTPUT_FORMATS,
+    PRIORITIES,
+    GenerationOptions,
+    build_parameters,
+    generate_request,
+    priority_to_proto,
+    stream_request,
+    submit_request,
+)
 from pointillist.server_status import (
     DeviceProcess,
     DeviceStatus,
@@ -46,6 +56,8 @@ from pointillist.v1 import jobs_pb2, status_pb2
 
 __all__ = [
     "OUTPUT_FORMATS",
+    "EventEnvelope",
+    "GenerationOptions",
     "build_parameters",
     "event_from_proto",
     "generate_request",
@@ -62,20 +74,14 @@ __all__ = [
 EventEnvelope = pb.StreamGenerateResponse | jobs_pb2.WatchJobResponse
 """A message carrying one generation event: StreamGenerate's or WatchJob's (same fields)."""
 
-OUTPUT_FORMATS: dict[str, pb.ImageFormat] = {
-    "png": pb.IMAGE_FORMAT_PNG,
-    "jpeg": pb.IMAGE_FORMAT_JPEG,
-    "jpg": pb.IMAGE_FORMAT_JPEG,
-    "webp": pb.IMAGE_FORMAT_WEBP,
-}
-"""Accepted ``output_format`` names (case-insensitive) and their wire values."""
-
-_UINT32_MAX = 2**32 - 1
-_UINT64_MAX = 2**64 - 1
-
 _DEVICE_KINDS = {
     pb.DEVICE_KIND_CPU: DeviceKind.CPU,
     pb.DEVICE_KIND_CUDA: DeviceKind.CUDA,
+}
+_MODES = {
+    pb.GENERATION_MODE_TEXT_TO_IMAGE: GenerationMode.TEXT_TO_IMAGE,
+    pb.GENERATION_MODE_IMAGE_TO_IMAGE: GenerationMode.IMAGE_TO_IMAGE,
+    pb.GENERATION_MODE_INPAINTING: GenerationMode.INPAINTING,
 }
 _PRECISIONS = {
     pb.PRECISION_FP32: Precision.FP32,
@@ -83,12 +89,7 @@ _PRECISIONS = {
     pb.PRECISION_BF16: Precision.BF16,
     pb.PRECISION_FP8_E4M3: Precision.FP8_E4M3,
 }
-_PRIORITIES = {
-    Priority.LOW: pb.PRIORITY_LOW,
-    Priority.NORMAL: pb.PRIORITY_NORMAL,
-    Priority.HIGH: pb.PRIORITY_HIGH,
-}
-_PRIORITY_NAMES = {value: name for name, value in _PRIORITIES.items()}
+_PRIORITY_NAMES = {value: name for name, value in PRIORITIES.items()}
 _FORMAT_NAMES = {
     pb.IMAGE_FORMAT_UNSPECIFIED: "png",
     pb.IMAGE_FORMAT_PNG: "png",
@@ -112,130 +113,6 @@ _REPLICA_STATES = {
     status_pb2.REPLICA_STATE_STOPPED: ReplicaState.STOPPED,
     status_pb2.REPLICA_STATE_FAILED: ReplicaState.FAILED,
 }
-
-
-class GenerationOptions(TypedDict, total=False):
-    """The generation keywords of ``generate``, ``stream`` and ``submit`` (and the CLI): each
-    is a keyword of :func:`build_parameters`, with the same default when left out."""
-
-    model: str
-    negative_prompt: str
-    width: int
-    height: int
-    steps: int
-    guidance_scale: float | None
-    seed: int | None
-    num_images: int
-    output_format: str
-    quality: int
-    preview_every: int
-    preview_size: int
-    image: ImageSource | None
-    strength: float | None
-    mask: ImageSource | None
-
-
-def build_parameters(
-    prompt: str,
-    *,
-    model: str = "",
-    negative_prompt: str = "",
-    width: int = 0,
-    height: int = 0,
-    steps: int = 0,
-    guidance_scale: float | None = None,
-    seed: int | None = None,
-    num_images: int = 1,
-    output_format: str = "png",
-    quality: int = 0,
-    preview_every: int = 0,
-    preview_size: int = 0,
-    image: ImageSource | None = None,
-    strength: float | None = None,
-    mask: ImageSource | None = None,
-) -> pb.GenerationParameters:
-    """Build ``GenerationParameters``; zero / None means the model's default.
-
-    Raises ValueError for values the wire cannot carry (negative sizes, unknown formats). Whether
-    a value is acceptable for the model (multiple of 16, within the limits) is the server's call.
-    """
-    format_value = OUTPUT_FORMATS.get(output_format.lower())
-    if format_value is None:
-        raise ValueError(f"output_format must be one of png, jpeg, webp; got {output_format!r}")
-    counts = {
-        "width": width,
-        "height": height,
-        "steps": steps,
-        "num_images": num_images,
-        "quality": quality,
-        "preview_every": preview_every,
-        "preview_size": preview_size,
-    }
-    for name, value in counts.items():
-        if not 0 <= value <= _UINT32_MAX:
-            raise ValueError(f"{name} must be a non-negative integer; got {value}")
-    if seed is not None and not 0 <= seed <= _UINT64_MAX:
-        raise ValueError(f"seed must be between 0 and 2**64 - 1; got {seed}")
-    parameters = pb.GenerationParameters(
-        model=model,
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        width=width,
-        height=height,
-        steps=steps,
-        num_images=num_images,
-        output_format=format_value,
-        quality=quality,
-    )
-    # Optional fields: set only when given, so that "absent" reaches the server as absent.
-    if guidance_scale is not None:
-        parameters.guidance_scale = guidance_scale
-    if seed is not None:
-        parameters.seed = seed
-    if preview_every:
-        parameters.preview.CopyFrom(
-            pb.PreviewOptions(every_n_steps=preview_every, max_size=preview_size)
-        )
-    # Image-to-image (image), inpainting (image and mask): pointillist.image_inputs.
-    if image is not None:
-        parameters.init_image.CopyFrom(input_image(image, "image"))
-    if mask is not None:
-        parameters.mask.CopyFrom(input_image(mask, "mask"))
-    if strength is not None:
-        parameters.strength = strength
-    return parameters
-
-
-def priority_to_proto(priority: Priority | str | None) -> pb.Priority:
-    """The wire value of a priority: ``Priority`` or its name (``"low"``, ``"normal"``,
-    ``"high"``, any case); None leaves it to the server (normal). ValueError for other names."""
-    if priority is None:
-        return pb.PRIORITY_UNSPECIFIED
-    try:
-        return _PRIORITIES[Priority(priority.lower())]
-    except ValueError:
-        raise ValueError(f"priority must be one of low, normal, high; got {priority!r}") from None
-
-
-def generate_request(
-    parameters: pb.GenerationParameters, priority: pb.Priority = pb.PRIORITY_UNSPECIFIED
-) -> pb.GenerateRequest:
-    """The Generate request for these parameters."""
-    return pb.GenerateRequest(parameters=parameters, priority=priority)
-
-
-def stream_request(
-    parameters: pb.GenerationParameters, priority: pb.Priority = pb.PRIORITY_UNSPECIFIED
-) -> pb.StreamGenerateRequest:
-    """The StreamGenerate request for these parameters."""
-    return pb.StreamGenerateRequest(parameters=parameters, priority=priority)
-
-
-def submit_request(
-    parameters: pb.GenerationParameters, priority: pb.Priority = pb.PRIORITY_UNSPECIFIED
-) -> jobs_pb2.SubmitJobRequest:
-    """The SubmitJob request for these parameters."""
-    return jobs_pb2.SubmitJobRequest(parameters=parameters, priority=priority)
 
 
 def event_from_proto(response: EventEnvelope) -> Event | None:
@@ -344,6 +221,10 @@ def reproducibility_from_proto(record: pb.Reproducibility) -> Reproducibility:
         scheduler=record.scheduler,
         library_versions=dict(record.library_versions),
         device=device_from_proto(record.device),
+        mode=_MODES.get(record.mode, GenerationMode.UNSPECIFIED),
+        strength=(record.parameters.strength if record.parameters.HasField("strength") else None),
+        init_image_sha256=record.init_image_sha256 or None,
+        mask_sha256=record.mask_sha256 or None,
     )
 
 
@@ -411,6 +292,7 @@ def parameters_from_proto(parameters: pb.GenerationParameters) -> GenerationPara
         quality=parameters.quality,
         preview_every=parameters.preview.every_n_steps,
         preview_size=parameters.preview.max_size,
+        strength=parameters.strength if parameters.HasField("strength") else None,
     )
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "Device",
     "DeviceKind",
     "Event",
+    "GenerationMode",
     "Image",
     "ModelDefaults",
     "ModelInfo",
@@ -38,6 +39,15 @@ class DeviceKind(enum.StrEnum):
     UNSPECIFIED = "unspecified"
     CPU = "cpu"
     CUDA = "cuda"
+
+
+class GenerationMode(enum.StrEnum):
+    """What a result was made from: a prompt alone, an init image, or an init image and a mask."""
+
+    UNSPECIFIED = "unspecified"
+    TEXT_TO_IMAGE = "text_to_image"
+    IMAGE_TO_IMAGE = "image_to_image"
+    INPAINTING = "inpainting"
 
 
 class Precision(enum.StrEnum):
@@ -112,7 +122,14 @@ class ComponentPrecision:
 
 @dataclass(frozen=True)
 class Reproducibility:
-    """Everything that produced a result: model, weights, precisions, scheduler, versions."""
+    """Everything that produced a result: model, weights, precisions, scheduler, versions, and
+    for image-to-image and inpainting the mode, the strength and the inputs' hashes.
+
+    The input images themselves are not repeated: ``init_image_sha256`` is the SHA-256 (hex) of
+    the init image's decoded RGB pixels, ``mask_sha256`` of the mask's grey pixels, None when
+    the request had none (``hashlib.sha256(pil_image.convert("RGB").tobytes())`` checks one,
+    after EXIF orientation).
+    """
 
     model_id: str
     weights_revision: str
@@ -120,6 +137,11 @@ class Reproducibility:
     scheduler: str
     library_versions: dict[str, str]
     device: Device
+    mode: GenerationMode = GenerationMode.UNSPECIFIED
+    # The strength that ran (image modes only; None for text-to-image).
+    strength: float | None = None
+    init_image_sha256: str | None = None
+    mask_sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,9 @@ class GenerationParameters:
     """A job's parameters as the server ran them: model and defaults resolved, seed chosen.
 
     ``client.submit(**parameters.as_kwargs())`` (or ``generate``) makes the same images again on
-    the same device.
+    the same device. The input images of image-to-image and inpainting are not repeated here (the
+    result's ``Reproducibility`` has their hashes): ``strength`` is set for those jobs, and
+    ``as_kwargs`` leaves it out, so pass ``image=`` (and ``mask=``) with ``strength=`` again.
     """
 
     model: str
@@ -61,6 +63,8 @@ class GenerationParameters:
     quality: int
     preview_every: int
     preview_size: int
+    # Image-to-image and inpainting only (None for text-to-image).
+    strength: float | None = None
 
     def as_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``Client.submit`` / ``generate`` / ``stream`` for these

@@ -4,11 +4,13 @@
 // the stream then ends with CANCELLED, as every client sees it.
 import { createClient, Code, ConnectError } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { BadRequestSchema } from "../../node/src/gen/google/rpc/error_details_pb.js";
 import {
   GenerationService,
   type Image,
+  type InputImageSchema,
   type StreamGenerateResponse,
 } from "../../node/src/gen/pointillist/v1/generation_pb.js";
 import { JobService } from "../../node/src/gen/pointillist/v1/jobs_pb.js";
@@ -33,6 +35,14 @@ const progressText = element<HTMLParagraphElement>("progress-text");
 const previewImage = element<HTMLImageElement>("preview");
 const resultImage = element<HTMLImageElement>("result");
 const resultCaption = element<HTMLElement>("result-caption");
+const initImageInput = element<HTMLInputElement>("init_image");
+const reuseBox = element<HTMLInputElement>("reuse");
+const strengthInput = element<HTMLInputElement>("strength");
+const strengthValue = element<HTMLOutputElement>("strength-value");
+const maskInput = element<HTMLInputElement>("mask");
+
+/** The job of the last result shown: "the last result" as an init image, by reference. */
+let lastResultJob = "";
 
 /** The job of the stream in flight, and the step it reached. */
 let running: { jobId: string; step: number; abort: AbortController } | null = null;
@@ -66,7 +76,8 @@ function showFieldErrors(error: ConnectError): boolean {
   let shown = false;
   for (const bad of error.findDetails(BadRequestSchema)) {
     for (const violation of bad.fieldViolations) {
-      const name = violation.field.replace(/^parameters\./, "");
+      // "parameters.init_image.data" is shown next to the init image input.
+      const name = violation.field.replace(/^parameters\./, "").split(".")[0] ?? "";
       const note = document.querySelector<HTMLElement>(`.field-error[data-for="${name}"]`);
       if (!note) continue;
       note.textContent = violation.description;
@@ -114,6 +125,8 @@ function onEvent(event: StreamGenerateResponse): void {
       const image = e.value.images[0];
       if (!image) break;
       show(resultImage, image);
+      lastResultJob = event.jobId;
+      reuseBox.disabled = false;
       const total = seconds(e.value.timings?.total);
       resultCaption.textContent =
         `seed ${image.seed} · ${image.width}×${image.height} · ${total.toFixed(2)} s`;
@@ -126,6 +139,19 @@ function onEvent(event: StreamGenerateResponse): void {
 function numberField(id: string): number {
   const value = element<HTMLInputElement>(id).value.trim();
   return value === "" ? 0 : Number(value);
+}
+
+/** An uploaded file's bytes, or the last result by reference; undefined when neither. */
+async function imageInput(
+  input: HTMLInputElement,
+  reuse = false,
+): Promise<MessageInitShape<typeof InputImageSchema> | undefined> {
+  if (reuse && lastResultJob) {
+    return { source: { case: "jobImage", value: { jobId: lastResultJob, index: 0 } } };
+  }
+  const file = input.files?.[0];
+  if (!file) return undefined;
+  return { source: { case: "data", value: new Uint8Array(await file.arrayBuffer()) } };
 }
 
 async function generate(): Promise<void> {
@@ -145,12 +171,16 @@ async function generate(): Promise<void> {
   jobLine.textContent = "";
   setStatus("Submitting…");
   try {
+    const initImage = await imageInput(initImageInput, reuseBox.checked);
+    // Image modes: the output has the init image's size, so width and height are left to it.
+    const image = initImage
+      ? { initImage, strength: Number(strengthInput.value), mask: await imageInput(maskInput) }
+      : { width: numberField("width"), height: numberField("height") };
     const stream = generation.streamGenerate(
       {
         parameters: {
           prompt: element<HTMLTextAreaElement>("prompt").value,
-          width: numberField("width"),
-          height: numberField("height"),
+          ...image,
           steps,
           seed: seedText === "" ? undefined : BigInt(seedText),
           preview: { everyNSteps: 1, maxSize: 256 },
@@ -211,4 +241,7 @@ form.addEventListener("submit", (submitted) => {
   void generate();
 });
 cancelButton.addEventListener("click", () => void cancel());
+strengthInput.addEventListener("input", () => {
+  strengthValue.textContent = strengthInput.value;
+});
 void describeModels();
