@@ -15,7 +15,7 @@ from engine.config import PrecisionPolicy, demo_model_config
 from engine.engine import Engine
 from engine.fp8_checkpoint import MARKER_FILE, quantize_checkpoint
 from engine.loading import ModelLoadError
-from tests.engine.conftest import SpecFactory
+from tests.engine.conftest import SpecFactory, load_demo
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +46,18 @@ def test_the_folder_holds_a_marker_and_fp8_state_dicts(checkpoint: Path) -> None
     assert (checkpoint / "text_encoder" / "model.safetensors").is_file()
 
 
-def test_loaded_checkpoint_draws_the_same_bytes_as_quantize_at_load(
-    checkpoint_engine: Engine, fp8_engine: Engine, make_spec: SpecFactory
+def test_loaded_checkpoint_draws_the_same_bytes_as_quanto_at_load(
+    checkpoint_engine: Engine, make_spec: SpecFactory
 ) -> None:
+    # The folder holds quanto weights; quantize-at-load now uses torchao, so the reference is
+    # a bf16 demo quantized with quanto by hand, as the folder was written.
+    quanto_engine = load_demo(PrecisionPolicy.BF16)
+    for component in (quanto_engine.pipe.transformer, quanto_engine.pipe.text_encoder_3):
+        fp8.quantize_fp8(component)
+        component.requires_grad_(False)
     spec = make_spec(steps=5, num_images=2)
     from_folder = checkpoint_engine.generate(spec, lambda event: None, lambda: False)
-    at_load = fp8_engine.generate(spec, lambda event: None, lambda: False)
+    at_load = quanto_engine.generate(spec, lambda event: None, lambda: False)
     assert [i.data for i in from_folder.images] == [i.data for i in at_load.images]
 
 
@@ -131,7 +137,11 @@ def test_a_local_folder_quantizes_like_it_loads(
         return Engine.load(config)
 
     from_folder = load(tmp_path / "fp8", PrecisionPolicy.AUTO)
-    at_load = load(saved_demo, PrecisionPolicy.FP8)
+    # The folder holds quanto weights: the reference quantizes the bf16 load with quanto.
+    at_load = load(saved_demo, PrecisionPolicy.BF16)
+    for component in (at_load.pipe.transformer, at_load.pipe.text_encoder_3):
+        fp8.quantize_fp8(component)
+        component.requires_grad_(False)
     spec = make_spec(steps=3)
     a = from_folder.generate(spec, lambda event: None, lambda: False)
     b = at_load.generate(spec, lambda event: None, lambda: False)
