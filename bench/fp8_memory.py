@@ -120,8 +120,11 @@ def _touch_every_weight(module: Any) -> None:
     import torch
     from optimum.quanto.tensor import QTensor
 
+    from engine import fp8_torchao
+
     def touch(tensor: torch.Tensor) -> None:
-        if isinstance(tensor, QTensor):
+        # Quanto's and torchao's FP8 tensors are wrappers: read their inner data and scales.
+        if isinstance(tensor, QTensor) or fp8_torchao.is_fp8_weight(tensor):
             for name in tensor.__tensor_flatten__()[0]:
                 touch(getattr(tensor, name))
             return
@@ -141,7 +144,7 @@ def child_load(folder: Path, precision: str) -> dict[str, Any]:
     Resident is measured after every weight has been read once (see _touch_every_weight):
     without that, weights still only mapped from the checkpoint file would not count.
     """
-    from engine import fp8
+    from engine import fp8, fp8_torchao
     from engine.config import ModelConfig, PrecisionPolicy
     from engine.engine import Engine
 
@@ -167,7 +170,8 @@ def child_load(folder: Path, precision: str) -> dict[str, Any]:
         "peak_anon_bytes": peak_anon,
         "load_s": seconds,
         "transformer_bytes": fp8.weight_bytes(engine.pipe.transformer),
-        "transformer_fp8": fp8.is_fp8_quantized(engine.pipe.transformer),
+        "transformer_fp8": fp8.is_fp8_quantized(engine.pipe.transformer)
+        or fp8_torchao.is_fp8_quantized(engine.pipe.transformer),
     }
 
 
