@@ -125,7 +125,8 @@ def _touch_every_weight(module: Any) -> None:
     def touch(tensor: torch.Tensor) -> None:
         # Quanto's and torchao's FP8 tensors are wrappers: read their inner data and scales.
         if isinstance(tensor, QTensor) or fp8_torchao.is_fp8_weight(tensor):
-            for name in tensor.__tensor_flatten__()[0]:
+            wrapper: Any = tensor  # neither library types its wrapper's fields
+            for name in wrapper.__tensor_flatten__()[0]:
                 touch(getattr(tensor, name))
             return
         flat = tensor.detach()
