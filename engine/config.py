@@ -35,6 +35,9 @@ class ModelLimits:
     # once is more work than one caller should hold a replica for; this bounds the product.
     # Four 1024x1024 images at 50 steps.
     max_pixel_steps: int = 1024 * 1024 * 50 * 4
+    # The largest request message, uploaded images included: a 1024x1024 PNG of noise (the
+    # worst case, incompressible) is about 3.1 MiB, so 8 MiB holds an image and its mask.
+    max_request_bytes: int = 8 << 20
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
     StableDiffusion3Pipeline,
-)
-from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
-    FlowMatchEulerDiscreteScheduler,
 )
 from PIL import Image
 
@@ -48,17 +44,14 @@ from engine.batch_outcomes import BatchOutcome, BatchOutcomes, OutcomeCallback
 from engine.config import ModelConfig
 from engine.embedding_cache import EmbeddingCache, EmbeddingKey, PromptEmbeddings
 from engine.image_encoding import encode_image
+from engine.image_modes import ModePipelines, image_call_arguments, keep_unmasked
 from engine.job import (
-    EncodedImage,
     GenerationCancelled,
     GenerationOutput,
     GenerationSpec,
-    ImageFormat,
     LoadedModel,
     PreviewSettings,
     Provenance,
-    StepPreview,
-    StepProgress,
     Timings,
     batch_key,
 )
@@ -71,11 +64,10 @@ from engine.precision import (
     detect_capability,
     plan_precision,
 )
-from engine.preview import flow_x0_estimate, latents_to_images
 from engine.provenance import device_info
+from engine.step_tracker import BatchMember, Event, StepTracker
 from engine.worker_tracing import UNTRACED, BatchRecorder
 
-Event = StepProgress | StepPreview
 logger = logging.getLogger(__name__)
 WARM_UP_STEPS = 2
 # The pipeline's own default token limit for T5, passed explicitly because it is part of the
@@ -107,6 +99,7 @@ class Engine:
         )
         # A member of a batch must get the bits it would get alone (see the module docstring).
         make_batch_invariant(pipe.transformer)
+        self.pipelines = ModePipelines(pipe)
         # One pipeline object must not run twice at once: the scheduler's step index is shared.
         self._lock = threading.Lock()
         self.embedding_cache = EmbeddingCache(config.embedding_cache_bytes)
@@ -222,7 +215,7 @@ class Engine:
             raise ValueError(f"requests of one batch must share one batch_key, got {keys}")
         outcomes = BatchOutcomes(len(specs), on_outcome)
         with self._lock, torch.no_grad():
-            members: list[_Member] = []
+            members: list[BatchMember] = []
             for index, spec in enumerate(specs):
                 if should_stop(index):
                     outcomes[index] = GenerationCancelled(0)
@@ -232,7 +225,7 @@ class Engine:
                     embeddings, cached = self._encode_prompt(spec)
                     recorder.annotate(index, "text_encoding", **{"pointillist.cache.hit": cached})
                 members.append(
-                    _Member(index, spec, embeddings, self._sync_clock() - started, cached)
+                    BatchMember(index, spec, embeddings, self._sync_clock() - started, cached)
                 )
             members = _still_running(members, should_stop, outcomes, completed_steps=0)
             if members:
@@ -248,14 +241,14 @@ class Engine:
                     if outcomes[member.index] is not None:
                         continue  # stopped during the loop
                     if should_stop(member.index):
-                        outcomes[member.index] = GenerationCancelled(member.spec.steps)
+                        outcomes[member.index] = GenerationCancelled(member.spec.steps_run)
                         continue
                     outcomes[member.index] = self._finish(member, latents, denoising_s, recorder)
         return outcomes.filled()
 
     def _finish(
         self,
-        member: _Member,
+        member: BatchMember,
         latents: torch.Tensor,
         denoising_s: float,
         recorder: BatchRecorder,
@@ -264,7 +257,7 @@ class Engine:
         spec = member.spec
         started = time.perf_counter()
         with recorder.phase("vae_decode", [member.index]):
-            pil_images = self._decode(latents[member.rows])
+            pil_images = keep_unmasked(self._decode(latents[member.rows]), spec)
             decode_done = self._sync_clock()
         with recorder.phase("image_encoding", [member.index], format=spec.output_format.value):
             images = tuple(
@@ -312,20 +305,58 @@ class Engine:
 
     def _denoise(
         self,
-        members: list[_Member],
+        members: list[BatchMember],
         on_event: Callable[[int, Event], None],
         should_stop: Callable[[int], bool],
         outcomes: BatchOutcomes,
     ) -> torch.Tensor:
         """One pipeline call for all members; returns the final latents of the whole batch."""
         pipe = self.pipe
-        first = members[0].spec  # members share width, height, steps and guidance
-        # One CPU generator per image, so image i's noise depends on its seed alone and is the
-        # same on every device. The initial latents are drawn here exactly as the pipeline would
-        # draw them from these generators (same call, per member as a lone request would),
-        # because previews need them.
-        parts = []
+        first = members[0].spec  # members share mode, size, steps, strength and guidance
         first_row = 0
+        for member in members:
+            member.first_row = first_row
+            first_row += member.spec.num_images
+        if first.init_image is not None:
+            # Image modes: the pipeline noises the init latents itself (engine.image_modes).
+            inputs = image_call_arguments(pipe, [m.spec for m in members], self.device)
+            initial: torch.Tensor | None = None
+        else:
+            initial = self._initial_latents(members)
+            inputs = {"latents": initial}
+        guided = first.guidance_scale > 1.0
+        # Members' images in order along the batch axis; the pipeline then builds its guidance
+        # batch as cat([negative, prompt]) and cat([latents] * 2), so row r of the conditional
+        # half pairs with row r of the unconditional half, as in a lone request.
+        embeddings = [member.embeddings for member in members]
+        negative = [e.negative for e in embeddings if e.negative is not None]
+        negative_pooled = [e.negative_pooled for e in embeddings if e.negative_pooled is not None]
+        tracker = StepTracker(
+            members, on_event, should_stop, outcomes, initial, time.perf_counter()
+        )
+        result = self.pipelines.for_mode(first.mode)(
+            prompt_embeds=torch.cat([e.prompt for e in embeddings]),
+            pooled_prompt_embeds=torch.cat([e.pooled for e in embeddings]),
+            negative_prompt_embeds=torch.cat(negative) if guided else None,
+            negative_pooled_prompt_embeds=torch.cat(negative_pooled) if guided else None,
+            height=first.height,
+            width=first.width,
+            num_inference_steps=first.steps,
+            guidance_scale=first.guidance_scale,
+            output_type="latent",
+            callback_on_step_end=tracker.on_step_end,
+            callback_on_step_end_tensor_inputs=["latents"],
+            **inputs,
+        )
+        final: torch.Tensor = result.images
+        return final
+
+    def _initial_latents(self, members: list[BatchMember]) -> torch.Tensor:
+        """Text-to-image noise, drawn exactly as the pipeline would draw it (same call, per
+        member as a lone request would), because previews need it. One CPU generator per
+        image, so image i's noise depends on its seed alone and is the same on every device."""
+        pipe = self.pipe
+        parts = []
         for member in members:
             spec = member.spec
             generators = [torch.Generator("cpu").manual_seed(seed) for seed in spec.image_seeds()]
@@ -340,35 +371,7 @@ class Engine:
                     generators,
                 )
             )
-            member.first_row = first_row
-            first_row += spec.num_images
-        latents = torch.cat(parts)
-        guided = first.guidance_scale > 1.0
-        # Members' images in order along the batch axis; the pipeline then builds its guidance
-        # batch as cat([negative, prompt]) and cat([latents] * 2), so row r of the conditional
-        # half pairs with row r of the unconditional half, as in a lone request.
-        embeddings = [member.embeddings for member in members]
-        negative = [e.negative for e in embeddings if e.negative is not None]
-        negative_pooled = [e.negative_pooled for e in embeddings if e.negative_pooled is not None]
-        tracker = _StepTracker(
-            members, on_event, should_stop, outcomes, latents, time.perf_counter()
-        )
-        result = pipe(
-            prompt_embeds=torch.cat([e.prompt for e in embeddings]),
-            pooled_prompt_embeds=torch.cat([e.pooled for e in embeddings]),
-            negative_prompt_embeds=torch.cat(negative) if guided else None,
-            negative_pooled_prompt_embeds=torch.cat(negative_pooled) if guided else None,
-            height=first.height,
-            width=first.width,
-            num_inference_steps=first.steps,
-            guidance_scale=first.guidance_scale,
-            latents=latents,
-            output_type="latent",
-            callback_on_step_end=tracker.on_step_end,
-            callback_on_step_end_tensor_inputs=["latents"],
-        )
-        final: torch.Tensor = result.images
-        return final
+        return torch.cat(parts)
 
     def _decode(self, latents: torch.Tensor) -> list[Image.Image]:
         # What StableDiffusion3Pipeline does after its loop when output_type is not "latent".
@@ -406,30 +409,12 @@ def pipeline_weight_bytes(pipe: StableDiffusion3Pipeline) -> int:
     return sum(fp8.weight_bytes(m) for m in modules if isinstance(m, torch.nn.Module))
 
 
-@dataclass
-class _Member:
-    """A request inside a batch: its position in the caller's list and its rows in the loop."""
-
-    index: int
-    spec: GenerationSpec
-    embeddings: PromptEmbeddings
-    text_encoding_s: float
-    # Whether the embeddings came from the replica's cache (the text encoders did not run).
-    text_encoding_cached: bool = False
-    # Where its images start along the loop's batch axis (set when the batch is laid out).
-    first_row: int = 0
-
-    @property
-    def rows(self) -> slice:
-        return slice(self.first_row, self.first_row + self.spec.num_images)
-
-
 def _still_running(
-    members: list[_Member],
+    members: list[BatchMember],
     should_stop: Callable[[int], bool],
     outcomes: BatchOutcomes,
     completed_steps: int,
-) -> list[_Member]:
+) -> list[BatchMember]:
     running = []
     for member in members:
         if should_stop(member.index):
@@ -437,75 +422,3 @@ def _still_running(
         else:
             running.append(member)
     return running
-
-
-class _StepTracker:
-    """The pipeline's ``callback_on_step_end``: progress, previews and cancellation per member."""
-
-    def __init__(
-        self,
-        members: list[_Member],
-        on_event: Callable[[int, Event], None],
-        should_stop: Callable[[int], bool],
-        outcomes: BatchOutcomes,
-        initial_latents: torch.Tensor,
-        started: float,
-    ) -> None:
-        self.members = members
-        self.on_event = on_event
-        self.should_stop = should_stop
-        self.outcomes = outcomes
-        self.previous = initial_latents
-        self.started = started
-
-    def on_step_end(
-        self,
-        pipe: StableDiffusion3Pipeline,
-        index: int,
-        timestep: torch.Tensor,
-        tensors: dict[str, torch.Tensor],
-    ) -> dict[str, torch.Tensor]:
-        step = index + 1
-        total = self.members[0].spec.steps
-        elapsed = time.perf_counter() - self.started
-        rate = step / elapsed if elapsed > 0 else 0.0
-        progress = StepProgress(
-            step=step,
-            total_steps=total,
-            elapsed_s=elapsed,
-            remaining_s=(total - step) / rate if rate > 0 else 0.0,
-            steps_per_second=rate,
-        )
-        latents = tensors["latents"]
-        running = [m for m in self.members if self.outcomes[m.index] is None]
-        for member in running:
-            self.on_event(member.index, progress)
-            every = member.spec.preview.every_n_steps
-            if every > 0 and (step % every == 0 or step == total):
-                images = self._previews(pipe, member, latents)
-                self.on_event(member.index, StepPreview(step=step, images=images))
-            if self.should_stop(member.index):
-                self.outcomes[member.index] = GenerationCancelled(step)
-        # The scheduler returns a new tensor each step, so a reference is enough.
-        self.previous = latents
-        if all(self.outcomes[m.index] is not None for m in self.members):
-            # The pipeline skips every remaining step once this is set.
-            pipe._interrupt = True
-        return {}
-
-    def _previews(
-        self, pipe: StableDiffusion3Pipeline, member: _Member, latents: torch.Tensor
-    ) -> tuple[EncodedImage, ...]:
-        spec = member.spec
-        scheduler = pipe.scheduler
-        estimate = latents[member.rows]
-        if isinstance(scheduler, FlowMatchEulerDiscreteScheduler) and scheduler.step_index:
-            # After step i the scheduler points at sigma i+1; the step went from sigma i.
-            after = float(scheduler.sigmas[scheduler.step_index])
-            before = float(scheduler.sigmas[scheduler.step_index - 1])
-            estimate = flow_x0_estimate(estimate, self.previous[member.rows], before, after)
-        pictures = latents_to_images(estimate, spec.preview.max_size, spec.width, spec.height)
-        return tuple(
-            encode_image(picture, ImageFormat.JPEG, quality=80, seed=seed)
-            for picture, seed in zip(pictures, spec.image_seeds(), strict=True)
-        )

@@ -26,6 +26,38 @@ class PreviewSettings:
     max_size: int = 256
 
 
+class GenerationMode(StrEnum):
+    """What a generation starts from."""
+
+    TEXT_TO_IMAGE = "text_to_image"
+    IMAGE_TO_IMAGE = "image_to_image"
+    INPAINTING = "inpainting"
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """Decoded pixels of a request's input image, already validated and oriented.
+
+    ``pixels`` is row-major 8-bit RGB (an init image) or grey (a mask); ``sha256`` is the hash
+    of exactly these bytes, which the result cache key and the reproducibility record use.
+    """
+
+    pixels: bytes = field(repr=False)
+    width: int
+    height: int
+    channels: int
+    sha256: str
+
+
+def steps_to_run(steps: int, strength: float) -> int:
+    """How many of ``steps`` really run at ``strength``: the same arithmetic as diffusers'
+    SD3 image-to-image and inpainting ``get_timesteps`` (float rounding included, so that
+    progress reports exactly the loop's length)."""
+    init_timestep = min(steps * strength, steps)
+    t_start = int(max(steps - init_timestep, 0))
+    return steps - t_start
+
+
 @dataclass(frozen=True)
 class GenerationSpec:
     """A fully resolved generation request: defaults applied, seed chosen, already validated."""
@@ -42,13 +74,33 @@ class GenerationSpec:
     output_format: ImageFormat = ImageFormat.PNG
     quality: int = 90
     preview: PreviewSettings = field(default_factory=PreviewSettings)
+    # Image-to-image starts from ``init_image``; with ``mask`` too, inpainting. ``strength`` is
+    # the share of the schedule re-noised and run again (1.0, and unused, for text-to-image).
+    init_image: InputImage | None = None
+    mask: InputImage | None = None
+    strength: float = 1.0
+
+    @property
+    def mode(self) -> GenerationMode:
+        if self.init_image is None:
+            return GenerationMode.TEXT_TO_IMAGE
+        return GenerationMode.INPAINTING if self.mask is not None else GenerationMode.IMAGE_TO_IMAGE
+
+    @property
+    def steps_run(self) -> int:
+        """The denoising steps that really run (all of them for text-to-image)."""
+        if self.init_image is None:
+            return self.steps
+        return steps_to_run(self.steps, self.strength)
 
     def image_seeds(self) -> list[int]:
         """Image i uses seed + i, wrapped to 64 bits."""
         return [(self.seed + i) % 2**64 for i in range(self.num_images)]
 
 
-def batch_key(spec: GenerationSpec) -> tuple[str, int, int, int, float | None]:
+def batch_key(
+    spec: GenerationSpec,
+) -> tuple[str, int, int, int, float | None, GenerationMode, float]:
     """Requests with equal keys can share one pipeline call (``Engine.generate_batch``).
 
     One call runs one denoising loop: one latent size, one timestep schedule (which also
@@ -56,10 +108,12 @@ def batch_key(spec: GenerationSpec) -> tuple[str, int, int, int, float | None]:
     model, width, height, steps and guidance must match. Everything else is per member:
     prompts, negative prompts, seeds, ``num_images``, output format and quality, previews.
     A guidance scale of 1 or less turns classifier-free guidance off and is then never used,
-    so all such scales share one key (``None``).
+    so all such scales share one key (``None``). The mode and the strength (which cuts the
+    schedule) must match too; the input images themselves are per member.
     """
     guidance = spec.guidance_scale if spec.guidance_scale > 1.0 else None
-    return (spec.model, spec.width, spec.height, spec.steps, guidance)
+    strength = spec.strength if spec.init_image is not None else 1.0
+    return (spec.model, spec.width, spec.height, spec.steps, guidance, spec.mode, strength)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The versions of the libraries that decide a generation's numerics.
 
 Torch-free (read from package metadata), so the scheduler's result-cache key and the worker's
-reproducibility record name exactly the same libraries.
+reproducibility record name exactly the same libraries. pointillist itself is one of them: its
+own code (scheduler mapping, seeds, preprocessing) decides numerics too, as the proto says.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import metadata
 
-LIBRARIES = ("torch", "diffusers", "transformers", "optimum-quanto")
+LIBRARIES = ("torch", "diffusers", "transformers", "optimum-quanto", "pointillist")
 
 
 @cache

@@ -15,6 +15,8 @@ A request with an explicit seed is deterministic, so its result can be kept and 
 - The first caller owns its job: cancelling it cancels the run. If others wait on the flight,
   the flight submits the request again for them (their streams see a second queued and started,
   and progress from step 1, as after a replica crash). A later caller that cancels just leaves.
+  A request arriving after the run was cancelled with nobody waiting starts a flight of its own.
+  A flight's states and transitions are in ``scheduler.single_flight``.
 - The store may fail or hang (Redis down): a failed or slow lookup is a miss and a failed store
   is skipped, so no request fails because of the cache.
 
@@ -28,38 +30,21 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from engine.job import GenerationOutput, GenerationSpec, LoadedModel, PreviewSettings, Timings
 from scheduler.errors import NotServingError, SchedulerError, UnknownJobError
 from scheduler.interface import ModelStatus, Scheduler
-from scheduler.job import Job, JobEvent, JobState
+from scheduler.job import Job, JobEvent, JobState, short_id
 from scheduler.result_codec import decode_output, encode_output
 from scheduler.result_key import produced_by, result_key
 from scheduler.result_store import ResultStore
+from scheduler.single_flight import Flight
 from scheduler.status import SchedulerStatus
 
 log = logging.getLogger("pointillist.result_cache")
 
 LOOKUP_TIMEOUT_S = 1.0
 STORE_TIMEOUT_S = 5.0
-
-
-@dataclass
-class _Flight:
-    """One run of the scheduler behind, shared by every caller of the same request."""
-
-    key: str
-    flight_key: tuple[str, PreviewSettings]
-    job: Job
-    loaded: LoadedModel
-    # The first caller's job is ``job`` itself (it owns the run); later callers are members.
-    # After a hand-over (the owner cancelled while members waited) nobody owns the run.
-    owned: bool = True
-    handover: bool = False
-    members: set[Job] = field(default_factory=set)
-    # Events of ``job`` already handed to the members (a new member gets these first).
-    seen: int = 0
 
 
 class CachingScheduler:
@@ -77,9 +62,10 @@ class CachingScheduler:
         self.misses = 0
         self.flights_started = 0
         self._jobs: dict[str, Job] = {}
-        self._flights: dict[tuple[str, PreviewSettings], _Flight] = {}
-        self._flight_of: dict[str, _Flight] = {}  # a member's job id -> its flight
-        self._flight_run: dict[str, _Flight] = {}  # the scheduler's job id -> its flight
+        # Open flights only: a flight leaves these tables when it closes (scheduler.single_flight).
+        self._flights: dict[tuple[str, PreviewSettings], Flight] = {}
+        self._flight_of: dict[str, Flight] = {}  # a member's job id -> its flight
+        self._flight_run: dict[str, Flight] = {}  # the scheduler's job id -> its flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
         self._last_sweep = time.monotonic()
@@ -127,8 +113,10 @@ class CachingScheduler:
         job = self._jobs.get(job_id)
         if job is None:
             flight = self._flight_run.get(job_id)
-            if flight is not None and flight.members:
-                flight.handover = True  # the members still want the result
+            if flight is not None:
+                flight.run_cancelled()  # members still waiting get the run handed over
+                if not flight.open:  # nobody waits: a newcomer must not attach to this run
+                    self._leave(flight)
             await self.inner.cancel(job_id, deadline_exceeded=deadline_exceeded)
             return
         if job.state.finished:
@@ -138,10 +126,10 @@ class CachingScheduler:
         flight = self._flight_of.pop(job_id, None)
         if flight is None:
             return
-        flight.members.discard(job)
-        if not flight.owned and not flight.members:
-            # Nobody waits for the run any more; a newcomer starts a new flight.
+        cancel_run = flight.member_left(job)
+        if not flight.open:  # nobody waits for the run any more; a newcomer starts a new flight
             self._leave(flight)
+        if cancel_run:
             await self.inner.cancel(flight.job.id)
 
     def get_job(self, job_id: str) -> Job:
@@ -186,10 +174,10 @@ class CachingScheduler:
                 return self._served_from_cache(spec, cached, looked_up_at, priority, caller)
             self.misses += 1
         flight = self._flights.get(flight_key)  # one may have started while we looked
-        if flight is not None:
+        if flight is not None and flight.open:
             return self._attach(flight, spec, deadline, priority, caller)
         job = self.inner.submit(spec, deadline=deadline, priority=priority, caller=caller)
-        flight = _Flight(key, flight_key, job, loaded)
+        flight = Flight(key, flight_key, job, loaded)
         self._flights[flight_key] = flight
         self._flight_run[job.id] = flight
         self.flights_started += 1
@@ -229,7 +217,7 @@ class CachingScheduler:
 
     def _attach(
         self,
-        flight: _Flight,
+        flight: Flight,
         spec: GenerationSpec,
         deadline: float | None,
         priority: int,
@@ -238,12 +226,12 @@ class CachingScheduler:
         job = Job(spec, deadline, priority=priority, caller=caller)
         self._jobs[job.id] = job
         self._flight_of[job.id] = flight
-        flight.members.add(job)
+        flight.attach(job)
         for event in flight.job.history[: flight.seen]:
             job.publish(self._for_member(job, event))
         return job
 
-    async def _fly(self, flight: _Flight) -> None:
+    async def _fly(self, flight: Flight) -> None:
         """Hand the flight's events to its members; store its result; then leave the table."""
         try:
             while True:
@@ -254,7 +242,7 @@ class CachingScheduler:
                             member.publish(self._for_member(member, event))
                     break
                 except SchedulerError as exc:
-                    if not self._handed_over(flight):
+                    if not self._hand_over(flight):
                         state = flight.job.state if flight.job.state.finished else JobState.FAILED
                         for member in list(flight.members):
                             member.fail(exc, state=state)
@@ -266,13 +254,14 @@ class CachingScheduler:
             for member in list(flight.members):
                 member.fail(exc)
         finally:
+            flight.close()
             self._leave(flight)
 
-    def _handed_over(self, flight: _Flight) -> bool:
-        """After the owner cancelled, run the request again for the members still waiting.
+    def _hand_over(self, flight: Flight) -> bool:
+        """After the run was cancelled, run the request again for the members still waiting.
 
         Raises what ``Scheduler.submit`` raises."""
-        if not flight.handover or not flight.members or self._draining:
+        if not flight.needs_handover or self._draining:
             return False
         first = min(flight.members, key=lambda member: member.submitted_at)
         job = self.inner.submit(
@@ -282,14 +271,16 @@ class CachingScheduler:
             caller=first.caller,
         )
         log.info(
-            "job %s cancelled by its owner: job %s runs it for the rest", flight.job.id, job.id
+            "job %s cancelled: job %s runs it for the callers still waiting",
+            short_id(flight.job.id),
+            short_id(job.id),
         )
         self._flight_run.pop(flight.job.id, None)
-        flight.job, flight.seen, flight.owned, flight.handover = job, 0, False, False
+        flight.handed_over(job)
         self._flight_run[job.id] = flight
         return True
 
-    def _leave(self, flight: _Flight) -> None:
+    def _leave(self, flight: Flight) -> None:
         for member in flight.members:
             self._flight_of.pop(member.id, None)
         if self._flights.get(flight.flight_key) is flight:
@@ -297,10 +288,13 @@ class CachingScheduler:
         if self._flight_run.get(flight.job.id) is flight:
             del self._flight_run[flight.job.id]
 
-    async def _store(self, flight: _Flight, output: GenerationOutput) -> None:
+    async def _store(self, flight: Flight, output: GenerationOutput) -> None:
         assert self.store is not None
         if not produced_by(output.provenance, flight.loaded):
-            log.info("result of job %s not cached: its replica differs from the key", flight.job.id)
+            log.info(
+                "result of job %s not cached: its replica differs from the key",
+                short_id(flight.job.id),
+            )
             return
         try:
             await asyncio.wait_for(

@@ -42,12 +42,13 @@ from scheduler.errors import (
     UnknownModelError,
 )
 from scheduler.fair_queue import FairQueue
-from scheduler.fleet_planner import PlacementPlanner, device_allowed
+from scheduler.fleet_planner import PlacementPlanner
 from scheduler.fleet_settings import FleetSettings
 from scheduler.fleet_state import ModelState
 from scheduler.interface import ModelStatus
 from scheduler.job import Job, Queued
 from scheduler.oom_limits import OomLimits
+from scheduler.placement_problem import device_allowed
 from scheduler.replica import Replica
 from scheduler.replica_lifecycle import ReplicaLifecycle
 from scheduler.status import ModelQueueStatus, ReplicaStatus, SchedulerStatus

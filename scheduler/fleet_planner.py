@@ -1,8 +1,11 @@
 """Where replicas go: the fleet's placement decisions, revised at every poll.
 
-A model first gets ``min_replicas``; a model with waiting work gains a replica where one fits
-(spread across devices first, then the most free memory, always within the reserve); a device
-under its reserve (another tenant grew) drains one; an idle model shrinks to its minimum.
+Each poll builds the placement problem (``scheduler.placement_problem``, the same one
+``pointillist plan`` builds) from the inventory and what runs now, solves it with
+``scheduler.placement.place`` (the replicas running now break ties: the fewest moves), and applies
+the difference: drains first, then starts. So a model first gets ``min_replicas``; a model with
+waiting work gains a replica where one fits; a device under its reserve (another tenant grew)
+drains what no longer fits; an idle model shrinks to its minimum.
 """
 
 from __future__ import annotations
@@ -12,12 +15,27 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Mapping
 
 from engine.config import ModelConfig
 from engine.worker import CPU_THREADS_ENV
 from scheduler.fleet_core import FleetCore
 from scheduler.fleet_state import ModelState, Slot
 from scheduler.inventory import DeviceSnapshot
+from scheduler.placement import (
+    PlacementDiff,
+    ReplicaKey,
+    device_capacities,
+    diff_placement,
+    place,
+)
+from scheduler.placement_estimate import estimate_footprint
+from scheduler.placement_problem import (
+    ModelSituation,
+    eligible_devices,
+    placement_problem,
+    replicas_wanted,
+)
 from scheduler.replica import Replica
 
 log = logging.getLogger("pointillist.scheduler")
@@ -34,79 +52,132 @@ class PlacementPlanner(FleetCore):
         if devices is None:
             devices = self._inventory.snapshot()
         self._devices = {device.id: device for device in devices}
-        self._relieve_memory_pressure()
         for model in self._models.values():
             for lifted in model.oom.lift_expired(self._devices, self._footprint_bytes(model)):
                 log.info("%s: out-of-memory limit lifted: %s", model.config.id, lifted)
-            active = len(model.active_slots())
-            if self._draining:
-                continue
-            if active < model.config.min_replicas:
-                # Every missing minimum replica that fits starts now (footprints are known
-                # once one replica was measured; until then _device_for allows one).
-                while len(model.active_slots()) < model.config.min_replicas:
-                    if not self._add_replica(model):
-                        break
-            elif len(model.queue) > 0 and self._may_grow(model):
-                self._add_replica(model)
-            elif self._idle(model) and active > model.config.min_replicas:
-                self._drain_one(model, [slot for slot in model.active_slots() if slot.ready])
+        diff = self._placement_diff()
+        for change in diff.drains:
+            self._drain_replicas(self._models[change.model_id], change.device_id, -change.delta)
+        if not self._draining:
+            for change in diff.adds:
+                self._start_replicas(self._models[change.model_id], change.device_id, change.delta)
         self._notify()
 
-    def _relieve_memory_pressure(self) -> None:
-        """A device under its reserve (another tenant grew) gives up one of our replicas."""
-        for device in self._devices.values():
-            # Replicas already draining here will give their memory back: count it as free,
-            # or every poll until they exit would drain one more.
-            leaving = sum(
-                self._known_memory(slot)
-                for model in self._models.values()
-                for slot in model.slots.values()
-                if slot.draining and slot.device.id == device.id
-            )
-            if device.free_bytes + leaving >= self.settings.reserve_bytes:
-                continue
-            candidates = [
-                (model, slot)
-                for model in self._models.values()
-                for slot in model.active_slots()
-                if slot.device.id == device.id and slot.ready
-            ]
-            if not candidates:
-                continue
-            # Prefer a model above its minimum, then an idle replica, then the most replicated.
-            _, slot = max(
-                candidates,
-                key=lambda pair: (
-                    len(pair[0].active_slots()) > pair[0].config.min_replicas,
-                    not pair[1].running,
-                    len(pair[0].active_slots()),
-                ),
-            )
-            log.warning(
-                "device %s: %.0f MiB free, under the %.0f MiB reserve: draining replica %s",
-                device.id,
-                device.free_bytes / 2**20,
-                self.settings.reserve_bytes / 2**20,
-                slot.replica.id,
-            )
-            self._drain(slot)
+    def placement_settled(self) -> bool:
+        """Whether the placement is where the planner wants it, from the devices it last read:
+        nothing to start or drain, no replica starting or draining."""
+        slots = [slot for model in self._models.values() for slot in model.slots.values()]
+        steady = all(slot.ready and not slot.draining for slot in slots)
+        return steady and self._placement_diff().empty
 
-    def _may_grow(self, model: ModelState) -> bool:
-        starting = any(not slot.ready for slot in model.active_slots())
-        maximum = model.config.max_replicas
-        return not starting and (maximum is None or len(model.active_slots()) < maximum)
+    def _placement_diff(self) -> PlacementDiff:
+        """What turns the replicas running now into ``place()``'s answer for the devices last
+        read: the problem ``pointillist plan`` builds too, with what runs now."""
+        devices, ours = list(self._devices.values()), self._ours_bytes()
+        room = {
+            capacity.device_id: capacity.capacity_bytes
+            for capacity in device_capacities(devices, self.settings.reserve_bytes, ours)
+        }
+        capacities, demands = placement_problem(
+            devices,
+            [self._situation(model, room) for model in self._models.values()],
+            reserve_bytes=self.settings.reserve_bytes,
+            cpu_max_replicas=self.settings.cpu_max_replicas,
+            ours_bytes=ours,
+        )
+        current = self._current_placement()
+        return diff_placement(current, place(capacities, demands, current), demands)
+
+    def _situation(self, model: ModelState, room: Mapping[str, int]) -> ModelSituation:
+        active = model.active_slots()
+        wanted = replicas_wanted(
+            model.config,
+            running=len(active),
+            waiting=len(model.queue) > 0,
+            starting=any(not slot.ready for slot in active),
+            idle=self._idle(model),
+        )
+        caps = {
+            device_id: cap
+            for device_id in self._devices
+            if (cap := model.oom.cap(device_id)) is not None
+        }
+        return ModelSituation(model.config, self._planned_footprint(model, room), wanted, caps)
+
+    def _planned_footprint(self, model: ModelState, room: Mapping[str, int]) -> int:
+        """The largest footprint known on this inventory's kinds of device; until a replica
+        was measured, the same estimate as ``pointillist plan``'s, but never more than the
+        roomiest device it may use offers (``room``: capacity per device id): an estimate
+        must not keep a model from being tried, its first replica's measurement decides."""
+        known = [
+            found.bytes
+            for name in {device.name for device in self._devices.values()}
+            if (found := self._footprint(model, name)) is not None
+        ]
+        if known:
+            return max(known)
+        estimate = estimate_footprint(model.config).bytes
+        eligible = eligible_devices(model.config.device, list(self._devices.values()))
+        roomiest = max((room.get(device_id, 0) for device_id in eligible), default=0)
+        return max(1, min(estimate, roomiest)) if roomiest > 0 else estimate
+
+    def _ours_bytes(self) -> dict[str, int]:
+        """Per device, what our replicas hold there, draining ones included: their memory comes
+        back when they exit, so a device under its reserve drains one replica, not one a poll."""
+        ours: dict[str, int] = {}
+        for model in self._models.values():
+            for slot in model.slots.values():
+                ours[slot.device.id] = ours.get(slot.device.id, 0) + self._known_memory(slot)
+        return ours
+
+    def _current_placement(self) -> dict[ReplicaKey, int]:
+        current: dict[ReplicaKey, int] = {}
+        for model in self._models.values():
+            for slot in model.active_slots():
+                key = (slot.device.id, model.config.id)
+                current[key] = current.get(key, 0) + 1
+        return current
 
     def _idle(self, model: ModelState) -> bool:
         busy = len(model.queue) > 0 or any(slot.running for slot in model.slots.values())
         idle_for = time.monotonic() - model.last_activity
         return not busy and idle_for >= self.settings.idle_scale_down_s
 
-    def _add_replica(self, model: ModelState) -> bool:
-        """Start a replica where one fits; False if none does."""
-        device = self._device_for(model)
-        if device is None:
-            return False
+    def _drain_replicas(self, model: ModelState, device_id: str, count: int) -> None:
+        """Drain ``count`` ready replicas of the model on the device, the least busy first (one
+        still starting is left to finish: the next poll drains it if it is still one too many)."""
+        here = [s for s in model.ready_slots() if s.device.id == device_id]
+        for slot in sorted(here, key=lambda slot: len(slot.running))[:count]:
+            device = self._devices.get(device_id)
+            log.info(
+                "draining replica %s on %s (%s MiB free there, reserve %.0f MiB)",
+                slot.replica.id,
+                device_id,
+                f"{device.free_bytes / 2**20:.0f}" if device else "?",
+                self.settings.reserve_bytes / 2**20,
+            )
+            self._drain(slot)
+
+    def _start_replicas(self, model: ModelState, device_id: str, count: int) -> None:
+        """Start ``count`` replicas of the model on the device. A device where one of our
+        replicas is draining waits for its memory to come back. A model with no footprint yet
+        starts one replica and waits for its measurement: packing more on a guess is how OOMs
+        happen."""
+        device = self._devices[device_id]
+        if any(
+            slot.draining and slot.device.id == device_id
+            for other in self._models.values()
+            for slot in other.slots.values()
+        ):
+            return
+        if self.footprints.footprint(model.config.id, "") is None:
+            if model.active_slots():
+                return
+            count = 1
+        for _ in range(count):
+            self._add_replica(model, device)
+
+    def _add_replica(self, model: ModelState, device: DeviceSnapshot) -> None:
         model.replicas_started += 1
         replica_id = f"{model.config.id}-{model.replicas_started}"
         config, env = self._worker_config(model.config, device)
@@ -114,43 +185,6 @@ class PlacementPlanner(FleetCore):
         model.slots[replica_id] = slot
         slot.task = asyncio.create_task(self._run_slot(model, slot), name=f"replica-{replica_id}")
         log.info("starting replica %s on %s (%s)", replica_id, device.id, device.name)
-        return True
-
-    def _device_for(self, model: ModelState) -> DeviceSnapshot | None:
-        """Where the next replica fits: spread first, then the most free memory.
-
-        A model with no footprint yet starts one replica and waits for its measurement:
-        packing more on a guess is how OOMs happen.
-        """
-        unmeasured = self.footprints.footprint(model.config.id, "") is None
-        if unmeasured and model.active_slots():
-            return None
-        fitting = []
-        for device in self._devices.values():
-            if not device_allowed(model.config.device, device):
-                continue
-            here = [slot for slot in model.active_slots() if slot.device.id == device.id]
-            cap = model.oom.cap(device.id)
-            if device.kind == "cpu":
-                cap = min(cap if cap is not None else 1 << 30, self.settings.cpu_max_replicas)
-            if cap is not None and len(here) >= cap:
-                continue
-            room = device.free_bytes - self._starting_bytes(device) - self.settings.reserve_bytes
-            footprint = self._footprint(model, device.name)
-            needed = footprint.bytes if footprint else 0
-            if room >= needed and room > 0:
-                fitting.append((len(here), -room, device.id, device))
-        return min(fitting)[3] if fitting else None
-
-    def _starting_bytes(self, device: DeviceSnapshot) -> int:
-        """Memory that replicas still loading on the device will take but do not hold yet."""
-        total = 0
-        for model in self._models.values():
-            for slot in model.active_slots():
-                if slot.device.id == device.id and not slot.ready:
-                    footprint = self._footprint(model, device.name)
-                    total += footprint.bytes if footprint else 0
-        return total
 
     def _worker_config(
         self, config: ModelConfig, device: DeviceSnapshot
@@ -167,20 +201,7 @@ class PlacementPlanner(FleetCore):
             return dataclasses.replace(config, device="cuda"), env
         return dataclasses.replace(config, device=device.engine_device), env
 
-    def _drain_one(self, model: ModelState, candidates: list[Slot]) -> None:
-        if candidates:
-            self._drain(min(candidates, key=lambda slot: len(slot.running)))
-
     def _drain(self, slot: Slot) -> None:
         """Stop taking work on the replica; it finishes its batch, then stops."""
         slot.draining = True
         slot.stop.set()
-
-
-def device_allowed(setting: str, device: DeviceSnapshot) -> bool:
-    """Whether a model whose ``device`` setting is ``setting`` may run on ``device``: ``auto``
-    anywhere, ``cuda`` on any GPU, ``cuda:N`` on GPU N only, ``cpu`` on the host."""
-    if setting == "auto":
-        return True
-    kind, _, index = setting.partition(":")
-    return kind == device.kind and (not index or device.engine_device == setting)

@@ -23,7 +23,8 @@ Rules, in priority order (the placement maximises this key, lexicographically):
    fills in proportion to its capacity, so the headroom left is spread too), then earlier
    devices first.
 
-Never over-commit: the footprints placed on a device sum to at most its capacity.
+Never over-commit: the footprints placed on a device sum to at most its capacity, and no model
+has more replicas on a device than its ``device_limits`` allow there.
 
 How: an exact dynamic programme over devices whose state is the vector of replica counts per
 model (each device contributes one of its feasible "configurations", a replica count per model
@@ -68,6 +69,8 @@ class ModelDemand:
 
     ``max_replicas`` None means as many as fit. ``allowed_devices`` None means any device;
     otherwise the ids of the devices this model may run on (a model configured for the CPU only).
+    ``device_limits``: at most that many replicas on the devices it names (an out-of-memory cap,
+    the host's core share), whatever the memory would allow.
     """
 
     model_id: str
@@ -75,6 +78,7 @@ class ModelDemand:
     min_replicas: int = 1
     max_replicas: int | None = None
     allowed_devices: frozenset[str] | None = None
+    device_limits: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -326,6 +330,19 @@ class _Problem:
             ]
             for device in devices
         ]
+        # The most replicas of each model each device may hold, by memory and by its limits.
+        self.room = [
+            [
+                min(
+                    self.capacity[d] // self.footprint[m],
+                    max(0, model.device_limits.get(device.device_id, 1 << 62)),
+                )
+                if self.allowed[d][m]
+                else 0
+                for m, model in enumerate(models)
+            ]
+            for d, device in enumerate(devices)
+        ]
         self.current = [
             [current.get((device.device_id, model.model_id), 0) for model in models]
             for device in devices
@@ -333,11 +350,7 @@ class _Problem:
         # The most replicas of each model that could exist, alone on every allowed device.
         self.ceiling = []
         for m, model in enumerate(models):
-            fit = sum(
-                self.capacity[d] // self.footprint[m]
-                for d in range(len(devices))
-                if self.allowed[d][m]
-            )
+            fit = sum(self.room[d][m] for d in range(len(devices)))
             self.ceiling.append(fit if model.max_replicas is None else min(fit, model.max_replicas))
         # A model that fits on no allowed device does not hold the others at their minimums.
         self.holds_back = [self.ceiling[m] > 0 for m in range(len(models))]
@@ -345,10 +358,7 @@ class _Problem:
     def configurations(self, d: int) -> list[tuple[int, ...]]:
         """Every replica count vector that fits on device ``d``."""
         found: list[tuple[int, ...]] = []
-        limits = [
-            min(self.ceiling[m], self.capacity[d] // self.footprint[m]) if self.allowed[d][m] else 0
-            for m in range(len(self.models))
-        ]
+        limits = [min(self.ceiling[m], self.room[d][m]) for m in range(len(self.models))]
 
         def walk(m: int, left: int, prefix: tuple[int, ...]) -> None:
             if m == len(self.models):
@@ -482,7 +492,7 @@ def _greedy(problem: _Problem) -> list[list[int]]:
         candidates = [
             d
             for d in range(len(problem.devices))
-            if problem.allowed[d][m] and free[d] >= problem.footprint[m]
+            if counts[d][m] < problem.room[d][m] and free[d] >= problem.footprint[m]
         ]
         if not candidates:
             return None
@@ -549,7 +559,7 @@ def _swap_once(
         for d in range(len(problem.devices)):
             if (
                 counts[d][rich] > 0
-                and problem.allowed[d][poor]
+                and counts[d][poor] < problem.room[d][poor]
                 and free[d] + problem.footprint[rich] >= problem.footprint[poor]
             ):
                 counts[d][rich] -= 1

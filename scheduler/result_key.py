@@ -20,7 +20,7 @@ KEY_PREFIX = "pointillist:result:v1:"
 
 def result_key(spec: GenerationSpec, loaded: LoadedModel) -> str:
     """The cache key of ``spec`` run by replicas that loaded ``loaded``."""
-    canonical = {
+    canonical: dict[str, object] = {
         "model": spec.model,
         "weights_revision": loaded.weights_revision,
         "precisions": [
@@ -40,6 +40,12 @@ def result_key(spec: GenerationSpec, loaded: LoadedModel) -> str:
         "output_format": spec.output_format.value,
         "quality": spec.quality,
     }
+    if spec.init_image is not None:
+        # Image modes only, so text-to-image keys stay what they were.
+        canonical["mode"] = spec.mode.value
+        canonical["strength"] = repr(float(spec.strength))
+        canonical["init_image_sha256"] = spec.init_image.sha256
+        canonical["mask_sha256"] = spec.mask.sha256 if spec.mask is not None else ""
     text = json.dumps(canonical, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return KEY_PREFIX + hashlib.sha256(text.encode()).hexdigest()
 

@@ -120,7 +120,7 @@ async def create_server(
             MalformedRequestInterceptor(),
         ],
         options=[
-            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.max_receive_message_length", settings.request_limit()),
             ("grpc.max_send_message_length", settings.max_response_bytes),
             *connection_age_options(settings.max_connection_age_s),
         ],
@@ -191,7 +191,7 @@ async def create_server(
             },
             settings.web_allowed_origins,
             settings.web_page,
-            settings.max_request_bytes,
+            settings.request_limit(),
             auth.KeyRing(settings.api_keys),
             web_tls(settings),
         )

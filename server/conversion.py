@@ -15,6 +15,7 @@ from engine.job import (
     ComponentPrecision,
     DeviceInfo,
     EncodedImage,
+    GenerationMode,
     GenerationOutput,
     GenerationSpec,
     ImageFormat,
@@ -113,6 +114,13 @@ def image(encoded: EncodedImage) -> pb.Image:
     )
 
 
+_MODES = {
+    GenerationMode.TEXT_TO_IMAGE: pb.GENERATION_MODE_TEXT_TO_IMAGE,
+    GenerationMode.IMAGE_TO_IMAGE: pb.GENERATION_MODE_IMAGE_TO_IMAGE,
+    GenerationMode.INPAINTING: pb.GENERATION_MODE_INPAINTING,
+}
+
+
 def parameters(spec: GenerationSpec) -> pb.GenerationParameters:
     """The resolved spec as request parameters: sending them again redoes the same images."""
     return pb.GenerationParameters(
@@ -130,6 +138,9 @@ def parameters(spec: GenerationSpec) -> pb.GenerationParameters:
         preview=pb.PreviewOptions(
             every_n_steps=spec.preview.every_n_steps, max_size=spec.preview.max_size
         ),
+        # The input images are not echoed (megabytes); the reproducibility record has their
+        # hashes, and a client sends them again with these parameters.
+        strength=spec.strength if spec.init_image is not None else None,
     )
 
 
@@ -156,6 +167,9 @@ def result(output: GenerationOutput, spec: GenerationSpec) -> pb.GenerationResul
             library_versions=provenance.library_versions,
             device=device(provenance.device),
             parameters=parameters(spec),
+            mode=_MODES[spec.mode],
+            init_image_sha256=spec.init_image.sha256 if spec.init_image else "",
+            mask_sha256=spec.mask.sha256 if spec.mask else "",
         ),
     )
 
@@ -322,6 +336,7 @@ def model_info(status: ModelStatus) -> pb.ModelInfo:
             max_images=config.limits.max_images,
             max_prompt_chars=config.limits.max_prompt_chars,
             max_pixel_steps=config.limits.max_pixel_steps,
+            max_request_bytes=config.limits.max_request_bytes,
         ),
         defaults=pb.ModelDefaults(
             width=config.defaults.width,

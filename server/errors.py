@@ -25,7 +25,7 @@ from scheduler.errors import (
     UnknownModelError,
 )
 from server.output_store import OutputStoreError
-from server.validation import InvalidRequestError
+from server.validation import InvalidRequestError, RequestTooLargeError
 
 log = logging.getLogger("pointillist.server")
 
@@ -101,6 +101,15 @@ def _describe(exc: BaseException) -> tuple[int, str, list[Message]]:
             ]
         )
         return code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}", [bad]
+    if isinstance(exc, RequestTooLargeError):
+        quota = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject="request", description=f"at most {exc.limit} bytes"
+                )
+            ]
+        )
+        return code_pb2.RESOURCE_EXHAUSTED, str(exc), [quota]
     if isinstance(exc, UnknownModelError):
         return code_pb2.NOT_FOUND, str(exc), [_resource("model", exc.model)]
     if isinstance(exc, UnknownJobError):

@@ -52,9 +52,12 @@ def _behavior(handler: grpc.RpcMethodHandler) -> Any:
     return handler.unary_unary or handler.unary_stream
 
 
+def malformed_violation(message_type: str) -> FieldViolation:
+    """The violation for a body that is not a ``message_type`` (the browser port's too)."""
+    return FieldViolation("request", f"is not a valid {message_type} message (corrupt wire format)")
+
+
 async def _refuse_malformed(request: Any, context: grpc.aio.ServicerContext) -> None:
     if isinstance(request, MalformedRequest):
-        violation = FieldViolation(
-            "request", f"is not a valid {request.message_type} message (corrupt wire format)"
-        )
+        violation = malformed_violation(request.message_type)
         await errors.abort(context, InvalidRequestError([violation]))

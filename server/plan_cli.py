@@ -1,95 +1,58 @@
 """``pointillist plan``: the placement the server would make on an inventory, without starting it.
 
-    pointillist plan --inventory nvml|cpu|FILE.toml [--config server.toml] [--reserve-gib 1.0]
+    pointillist plan --inventory nvml|cpu|FILE.toml [--config server.toml] [--reserve-gib GIB]
         [--footprint MODEL=GIB ...] [--min N] [--max N] [--replicas MODEL=MIN[:MAX] ...]
+        [--under-load]
+
+The plan is the running server's own decision: both build the placement problem with
+``scheduler.placement_problem`` and solve it with ``scheduler.placement.place``. By default it
+shows the server at start, with no work waiting: every model at its minimum. ``--under-load``
+shows where growth leads when every model has waiting work: as many replicas as fit, up to each
+model's maximum (the server adds them one at a time, each measured before the next).
 
 Models come from the server configuration (``--config``, else ``POINTILLIST_CONFIG``, else the
-demo model). Replica bounds, first found wins: ``--replicas MODEL=MIN[:MAX]`` for one model;
-``--min`` / ``--max`` for every model; the model's ``min_replicas`` / ``max_replicas`` in the
-configuration (where the configuration has them); 1 and unlimited.
+demo model), and so do the reserve (``[scheduler] reserve_gib``, unless ``--reserve-gib``) and
+the host's replica limit (``cpu_max_replicas``). Replica bounds, first found wins:
+``--replicas MODEL=MIN[:MAX]`` for one model; ``--min`` / ``--max`` for every model; the model's
+``min_replicas`` / ``max_replicas`` in the configuration; 1 and unlimited.
 A model's ``device`` limits where it may go: ``auto`` any GPU (the CPU when the inventory has
 none), ``cpu`` the host, ``cuda`` any GPU, ``cuda:N`` the N-th GPU of the inventory.
 
-Each device's capacity is its free memory minus ``--reserve-gib``. Prints one line per device
-and exits 0, or 1 when some model's minimum cannot be met (2 for bad arguments).
+Each device's capacity is its free memory minus the reserve. Prints one line per device and
+exits 0, or 1 when some model's minimum cannot be met (2 for bad arguments).
 
-Footprints (bytes one replica holds on a GPU) default to an ESTIMATE unless
-``--footprint MODEL=GIB`` gives one; the running server measures the real one. The estimate adds
-weight bytes from the SD3.5 parameter counts (transformer: Large 8.06B, Medium 2.24B; T5-XXL
-4.76B of which 0.13B embedding; CLIP-G 0.69B; CLIP-L 0.12B; VAE 0.08B) at the precision policy
-(FP8: the transformer and T5's linear layers at 1 byte per parameter, everything else 16-bit,
-plus the transformer's 16-bit positional-embedding buffer: 0.45 GB Medium, 0.18 GB Large), then
-``RUNTIME_GIB`` for the CUDA context and the activations of a 1024x1024 image with CFG (the VAE
-decode dominates). That gives about 11.7 GiB for SD3.5 Medium in FP8 and 16.9 GiB for Large
-(18.1 / 28.7 GiB in bf16). The size is read from the model's source: "large" or "medium" in it
-(case-insensitive); otherwise Large is assumed. The ``demo`` model is counted as ``DEMO_GIB``.
+Footprints (bytes one replica holds on a GPU) default to an ESTIMATE
+(``scheduler.placement_estimate``) unless ``--footprint MODEL=GIB`` gives one; the running server
+places its first replica of a model with the same estimate, then measures the real one.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import DEMO_SOURCE, ModelConfig, PrecisionPolicy
-from scheduler.fleet import device_allowed
+from engine.config import ModelConfig
 from scheduler.inventory import DeviceInventory, DeviceSnapshot
 from scheduler.nvml_inventory import InventoryError
-from scheduler.placement import (
-    ModelDemand,
-    Placement,
-    describe_plan,
-    device_capacities,
-    place,
+from scheduler.placement import ModelDemand, Placement, describe_plan, place
+from scheduler.placement_estimate import FootprintEstimate, estimate_footprint
+from scheduler.placement_problem import (
+    ModelSituation,
+    eligible_devices,
+    placement_problem,
+    replicas_wanted,
 )
 from scheduler.simulated_inventory import load_inventory
 from server.settings import ConfigError, load_settings
 
+# Re-exported: the estimate and the device rule lived here before the fleet shared them.
+__all__ = ["FootprintEstimate", "eligible_devices", "estimate_footprint", "register_plan"]
+
 GIB = 1 << 30
-GB = 10**9
-RUNTIME_GIB = 3.0
-"""CUDA context (~0.5 GiB) + activations at 1024x1024 with CFG (~2.5 GiB, VAE decode): estimated."""
-DEMO_GIB = 1.0
-"""The demo model's tiny pipeline: what a worker process holds is mostly the runtime itself."""
-
-TRANSFORMER_PARAMS = {"large": 8.06e9, "medium": 2.24e9}
-TRANSFORMER_BUFFER_BYTES = {"large": 0.18e9, "medium": 0.45e9}
-T5_LINEAR_PARAMS = 4.63e9
-SIXTEEN_BIT_PARAMS = 0.13e9 + 0.69e9 + 0.12e9 + 0.08e9  # T5 embedding, CLIP-G, CLIP-L, VAE
-
-
-@dataclass(frozen=True)
-class FootprintEstimate:
-    bytes: int
-    reason: str
-
-
-def estimate_footprint(model: ModelConfig) -> FootprintEstimate:
-    """What one replica of ``model`` holds on a GPU, estimated (see the module docstring)."""
-    if model.source == DEMO_SOURCE:
-        return FootprintEstimate(round(DEMO_GIB * GIB), "estimate: demo model")
-    lowered = model.source.lower()
-    size = "large" if "large" in lowered else "medium" if "medium" in lowered else None
-    assumed = size is None
-    size = size or "large"
-    precision = model.precision
-    fp8 = precision in (PrecisionPolicy.FP8, PrecisionPolicy.AUTO)
-    quantizable = TRANSFORMER_PARAMS[size] + T5_LINEAR_PARAMS
-    if fp8:
-        weights = quantizable + 2 * SIXTEEN_BIT_PARAMS
-    else:
-        per_param = 4 if precision == PrecisionPolicy.FP32 else 2
-        weights = per_param * (quantizable + SIXTEEN_BIT_PARAMS)
-    weights += TRANSFORMER_BUFFER_BYTES[size]
-    total = round(weights + RUNTIME_GIB * GIB)
-    label = "FP8" if fp8 else str(precision.value)
-    reason = f"estimate: SD3.5 {size.capitalize()}, {label}"
-    if assumed:
-        reason += " (size not in the source's name: Large assumed)"
-    return FootprintEstimate(total, reason)
 
 
 def register_plan(subparsers: Any) -> None:
@@ -112,9 +75,9 @@ def register_plan(subparsers: Any) -> None:
     parser.add_argument(
         "--reserve-gib",
         type=_non_negative_float,
-        default=1.0,
+        default=None,
         metavar="GIB",
-        help="memory left free on every device (default 1.0)",
+        help="memory left free on every device (default: the config's reserve_gib, else 1.0)",
     )
     parser.add_argument(
         "--footprint",
@@ -145,6 +108,12 @@ def register_plan(subparsers: Any) -> None:
         default=[],
         metavar="MODEL=MIN[:MAX]",
         help="replica bounds of one model, overriding --min/--max; repeatable",
+    )
+    parser.add_argument(
+        "--under-load",
+        action="store_true",
+        help="every model has waiting work: as many replicas as fit, up to each maximum "
+        "(default: the server at start, every model at its minimum)",
     )
     parser.set_defaults(func=run_plan)
 
@@ -180,8 +149,10 @@ def run_plan(args: argparse.Namespace) -> int:
         return 1
     finally:
         _close(inventory)
-    reserve = round(args.reserve_gib * GIB)
-    demands: list[ModelDemand] = []
+    fleet = settings.scheduler
+    reserve = fleet.reserve_bytes if args.reserve_gib is None else round(args.reserve_gib * GIB)
+    bounded: list[ModelConfig] = []
+    footprints: dict[str, int] = {}
     reasons: dict[str, str] = {}
     for model in models:
         if model.id in footprints_gib:
@@ -194,12 +165,53 @@ def run_plan(args: argparse.Namespace) -> int:
         if high is not None and high < low:
             print(f"pointillist plan: {model.id}: max {high} is below min {low}", file=sys.stderr)
             return 2
-        demands.append(
-            ModelDemand(model.id, footprint, low, high, eligible_devices(model.device, devices))
-        )
-    placement = place(device_capacities(devices, reserve), demands)
+        bounded.append(dataclasses.replace(model, min_replicas=low, max_replicas=high))
+        footprints[model.id] = footprint
+    demands, placement = plan_placement(
+        devices,
+        bounded,
+        footprints,
+        reserve_bytes=reserve,
+        cpu_max_replicas=fleet.cpu_max_replicas,
+        under_load=args.under_load,
+    )
     print(render_plan(args.inventory, devices, demands, reasons, placement, reserve))
+    when = (
+        "under load: every model with waiting work"
+        if args.under_load
+        else "at start: no work waiting (--under-load: every model with waiting work)"
+    )
+    print(f"placement {when}")
     return 1 if placement.unmet_minimums else 0
+
+
+def plan_placement(
+    devices: Sequence[DeviceSnapshot],
+    models: Sequence[ModelConfig],
+    footprints: Mapping[str, int],
+    *,
+    reserve_bytes: int,
+    cpu_max_replicas: int,
+    under_load: bool = False,
+) -> tuple[list[ModelDemand], Placement]:
+    """The plan: the problem the server builds (``scheduler.placement_problem``) for these
+    devices with nothing of ours on them, solved by the server's ``place()``."""
+    situations = [
+        ModelSituation(model, footprints[model.id], plan_wanted(model, under_load))
+        for model in models
+    ]
+    capacities, demands = placement_problem(
+        devices, situations, reserve_bytes=reserve_bytes, cpu_max_replicas=cpu_max_replicas
+    )
+    return demands, place(capacities, demands)
+
+
+def plan_wanted(model: ModelConfig, under_load: bool) -> int | None:
+    """How many replicas the plan asks ``place()`` for: at start, what the server wants with
+    nothing running and nothing waiting; under load, up to the model's maximum."""
+    if under_load:
+        return model.max_replicas
+    return replicas_wanted(model, running=0, waiting=False, starting=False, idle=False)
 
 
 def render_plan(
@@ -239,15 +251,6 @@ def replica_bounds(model: ModelConfig, args: argparse.Namespace) -> tuple[int, i
     if high is None:
         high = getattr(model, "max_replicas", None)
     return int(low), None if high is None else int(high)
-
-
-def eligible_devices(device: str, devices: Sequence[DeviceSnapshot]) -> frozenset[str] | None:
-    """The devices a model configured with ``device`` may use: the scheduler's rule
-    (``scheduler.fleet.device_allowed``), where ``auto`` prefers the GPUs when there are any."""
-    allowed = [snapshot for snapshot in devices if device_allowed(device, snapshot)]
-    if device == "auto" and any(snapshot.kind == "cuda" for snapshot in allowed):
-        allowed = [snapshot for snapshot in allowed if snapshot.kind == "cuda"]
-    return frozenset(snapshot.id for snapshot in allowed)
 
 
 def _ids(ids: frozenset[str]) -> str:

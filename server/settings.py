@@ -44,7 +44,9 @@ class ServerSettings:
     drain_grace_s: float = 30.0
     # Past this a client connection gets GOAWAY and re-resolves (server.connection_age); 0: never.
     max_connection_age_s: float = 300.0
-    max_request_bytes: int = 1 << 20
+    # The transport's cap on a request message; None: the largest model's max_request_bytes
+    # (each model then holds its requests to its own, server.submission).
+    max_request_bytes: int | None = None
     max_response_bytes: int = 64 << 20
     inventory: str = "auto"
     scheduler: FleetSettings = field(default_factory=FleetSettings)
@@ -79,6 +81,12 @@ class ServerSettings:
     # Proxies (CIDRs) whose x-forwarded-for names the caller when keys are off
     # (server.caller_identity); none: the peer's IP is the caller.
     trusted_proxies: tuple[str, ...] = ()
+
+    def request_limit(self) -> int:
+        """The transport's cap on a request message (gRPC and the browser port)."""
+        if self.max_request_bytes is not None:
+            return self.max_request_bytes
+        return max(model.limits.max_request_bytes for model in self.models)
 
 
 _SERVER_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"models", "scheduler"}

@@ -39,6 +39,18 @@ class FieldViolation:
     description: str
 
 
+class RequestTooLargeError(Exception):
+    """The request message is larger than its model's ``max_request_bytes``."""
+
+    def __init__(self, size: int, limit: int, model_id: str) -> None:
+        super().__init__(
+            f"the request is {size:,} bytes; model {model_id!r} accepts at most {limit:,} "
+            "(max_request_bytes)"
+        )
+        self.size = size
+        self.limit = limit
+
+
 class InvalidRequestError(Exception):
     """The request has bad fields; every one of them is listed."""
 
@@ -52,8 +64,12 @@ def resolve_parameters(
     models: Mapping[str, ModelConfig],
     default_model: str,
     prefix: str = "parameters.",
+    image_size: tuple[int, int] | None = None,
 ) -> GenerationSpec:
-    """Apply the model's defaults and limits; raise UnknownModelError or InvalidRequestError."""
+    """Apply the model's defaults and limits; raise UnknownModelError or InvalidRequestError.
+
+    ``image_size`` is the init image's (``server.image_input``): the output's size, in place
+    of the model's default size."""
     if len(params.model) > MAX_MODEL_ID_CHARS:
         raise InvalidRequestError(
             [
@@ -84,8 +100,9 @@ def resolve_parameters(
             name,
             f"is {length} characters; the limit is {limits.max_prompt_chars}",
         )
-    width = params.width or defaults.width
-    height = params.height or defaults.height
+    default_width, default_height = image_size or (defaults.width, defaults.height)
+    width = params.width or default_width
+    height = params.height or default_height
     for name, value, largest in (
         ("width", width, limits.max_width),
         ("height", height, limits.max_height),

@@ -22,6 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse, PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server import web_decoding
 from server.auth import KeyRing
 from server.connect_bridge import ServiceApplication, service_applications
 
@@ -88,6 +89,7 @@ def build_application(
 ) -> ASGIApp:
     """The ASGI app: services, the page, and CORS for ``allowed_origins`` (none: same origin
     only; ``*``: any). With ``keys``, RPCs need an API key exactly as on the gRPC port."""
+    web_decoding.install()  # undecodable bodies: INVALID_ARGUMENT, as on the gRPC port
     app: ASGIApp = WebApplication(service_applications(servicers, read_max_bytes, keys), page)
     if allowed_origins:
         app = CORSMiddleware(

@@ -202,6 +202,7 @@ def test_timings_and_provenance(bf16_engine: Engine, make_spec: SpecFactory) -> 
         "diffusers",
         "transformers",
         "optimum-quanto",
+        "pointillist",
     }
     assert provenance.device.kind == "cpu"
     assert provenance.precisions == bf16_engine.loaded.precisions

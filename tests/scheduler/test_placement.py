@@ -33,8 +33,19 @@ def model(
     low: int = 1,
     high: int | None = None,
     allowed: Sequence[str] | None = None,
+    limits: Mapping[str, int] | None = None,
 ) -> ModelDemand:
-    return ModelDemand(model_id, footprint, low, high, frozenset(allowed) if allowed else None)
+    return ModelDemand(
+        model_id, footprint, low, high, frozenset(allowed) if allowed else None, limits or {}
+    )
+
+
+def may_hold(m: ModelDemand, device: DeviceCapacity) -> int:
+    """The most replicas of ``m`` the device may hold, by memory, allowed devices and limits."""
+    if m.allowed_devices is not None and device.device_id not in m.allowed_devices:
+        return 0
+    limit = m.device_limits.get(device.device_id, 99)
+    return min(device.capacity_bytes // m.footprint_bytes, limit)
 
 
 def assert_valid(
@@ -52,21 +63,12 @@ def assert_valid(
             for (device_id, model_id), count in placement.replicas.items():
                 if model_id == m.model_id and count:
                     assert device_id in m.allowed_devices
-    largest = {
-        m.model_id: max(
-            (
-                d.capacity_bytes
-                for d in devs
-                if m.allowed_devices is None or d.device_id in m.allowed_devices
-            ),
-            default=0,
-        )
-        for m in models
-    }
+        for device in devs:
+            assert placement.count(device.device_id, m.model_id) <= may_hold(m, device)
     below = [
         m
         for m in models
-        if totals.get(m.model_id, 0) < m.min_replicas and m.footprint_bytes <= largest[m.model_id]
+        if totals.get(m.model_id, 0) < m.min_replicas and any(may_hold(m, d) for d in devs)
     ]
     if below:
         assert all(totals.get(m.model_id, 0) <= m.min_replicas for m in models)
@@ -166,6 +168,15 @@ def test_allowed_devices_are_respected():
     assert placement.count("gpu0", "a") == 0
     assert placement.count("gpu1", "a") == 2
     assert placement.count("gpu0", "b") == 2
+
+
+def test_device_limits_cap_a_model_on_a_device_whatever_its_memory():
+    # Memory for 4 on gpu0, but an out-of-memory cap of 1 there: the rest go to gpu1.
+    devs = devices(4 * GIB, 4 * GIB)
+    placement = place(devs, [model("a", GIB, 3, None, limits={"gpu0": 1})])
+
+    assert (placement.count("gpu0", "a"), placement.count("gpu1", "a")) == (1, 4)
+    assert place(devs, [model("a", GIB, 1, limits={"gpu0": 0, "gpu1": 0})]).unmet_minimums == ("a",)
 
 
 def test_a_model_allowed_on_no_device_is_unmet():
@@ -271,12 +282,7 @@ def brute_force(
     """The best (key, cost) over every assignment, straight from the rules in the docstring."""
     options = []
     for device in devs:
-        ranges = [
-            range(device.capacity_bytes // m.footprint_bytes + 1)
-            if m.allowed_devices is None or device.device_id in m.allowed_devices
-            else range(1)
-            for m in models
-        ]
+        ranges = [range(may_hold(m, device) + 1) for m in models]
         options.append(
             [
                 counts
@@ -285,14 +291,7 @@ def brute_force(
                 <= device.capacity_bytes
             ]
         )
-    fits_somewhere = [
-        any(
-            m.footprint_bytes <= d.capacity_bytes
-            and (m.allowed_devices is None or d.device_id in m.allowed_devices)
-            for d in devs
-        )
-        for m in models
-    ]
+    fits_somewhere = [any(may_hold(m, d) for d in devs) for m in models]
     best: tuple[tuple[object, ...], tuple[int, int, int]] | None = None
     for choice in itertools.product(*options):
         totals = [sum(device[m] for device in choice) for m in range(len(models))]
@@ -372,7 +371,10 @@ def random_case(
             allowed = None
             if rng.random() < 0.2:
                 allowed = [d.device_id for d in devs if rng.random() < 0.6]
-            models.append(model(f"m{index}", unit * rng.randint(1, 6), low, high, allowed))
+            limits = None
+            if rng.random() < 0.2:
+                limits = {d.device_id: rng.randint(0, 2) for d in devs if rng.random() < 0.6}
+            models.append(model(f"m{index}", unit * rng.randint(1, 6), low, high, allowed, limits))
         current: dict[tuple[str, str], int] = {}
         if rng.random() < 0.3:
             for d in devs:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.config import ModelConfig, PrecisionPolicy
 from pointillist.cli import main
-from server.plan_cli import estimate_footprint
+from scheduler.placement_estimate import estimate_footprint
 
 GIB = 1 << 30
 EXAMPLE = Path(__file__).parent / "inventories" / "two_gpus.toml"
@@ -31,7 +31,7 @@ def device_line(output: str, device_id: str) -> list[str]:
 
 
 def test_plan_prints_a_line_per_device(capsys):
-    code = main(["plan", "--inventory", str(EXAMPLE), "--footprint", "demo=10"])
+    code = main(["plan", "--inventory", str(EXAMPLE), "--footprint", "demo=10", "--under-load"])
 
     output = capsys.readouterr().out
     assert code == 0
@@ -46,7 +46,9 @@ def test_plan_estimates_footprints_from_the_config(tmp_path, capsys):
     config = tmp_path / "server.toml"
     config.write_text(TWO_MODELS)
 
-    code = main(["plan", "--inventory", str(EXAMPLE), "--config", str(config), "--max", "3"])
+    code = main(
+        ["plan", "--inventory", str(EXAMPLE), "--config", str(config), "--max", "3", "--under-load"]
+    )
 
     output = capsys.readouterr().out
     assert code == 0
@@ -69,6 +71,7 @@ def test_plan_with_per_model_bounds_and_reserve(tmp_path, capsys):
         [
             "plan", "--inventory", str(EXAMPLE), "--config", str(config),
             "--replicas", "large=0:0", "--reserve-gib", "0", "--footprint", "medium=19",
+            "--under-load",
         ]
     )  # fmt: skip
 
@@ -103,12 +106,43 @@ def test_plan_refuses_unknown_models_and_bad_inventories(tmp_path, capsys):
     assert "MODEL=GIB" in capsys.readouterr().err
 
 
-def test_plan_on_the_cpu_places_on_the_host(capsys):
-    code = main(["plan", "--inventory", "cpu", "--footprint", "demo=0.5", "--max", "2"])
+def test_plan_at_start_places_each_model_at_its_minimum(capsys):
+    code = main(["plan", "--inventory", str(EXAMPLE), "--footprint", "demo=10", "--min", "2"])
 
     output = capsys.readouterr().out
     assert code == 0
-    assert device_line(output, "cpu")[-3] == "2"
+    # Nothing waits at start: two replicas, spread, however many more would fit.
+    assert device_line(output, "sim-gpu-0")[-3] == "1"
+    assert device_line(output, "sim-gpu-1")[-3] == "1"
+    assert "2 replicas (exact search)" in output
+    assert "placement at start" in output
+
+
+def test_plan_reads_the_reserve_from_the_config(tmp_path, capsys):
+    config = tmp_path / "server.toml"
+    config.write_text("[scheduler]\nreserve_gib = 3.5\n")
+
+    assert main(["plan", "--inventory", str(EXAMPLE), "--config", str(config)]) == 0
+    assert "reserve 3.5 GiB per device" in capsys.readouterr().out
+
+
+def test_plan_on_the_cpu_places_on_the_host_within_its_core_shares(tmp_path, capsys):
+    code = main(["plan", "--inventory", "cpu", "--footprint", "demo=0.5", "--max", "2"])
+    output = capsys.readouterr().out
+    assert code == 0
+    assert device_line(output, "cpu")[-3] == "1"
+
+    # The host takes cpu_max_replicas replicas (each a share of its cores), like the server.
+    config = tmp_path / "server.toml"
+    config.write_text("[scheduler]\ncpu_max_replicas = 2\n")
+    code = main(
+        [
+            "plan", "--inventory", "cpu", "--config", str(config), "--footprint", "demo=0.5",
+            "--max", "2", "--under-load",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert device_line(capsys.readouterr().out, "cpu")[-3] == "2"
 
 
 def test_plan_runs_as_a_subprocess():

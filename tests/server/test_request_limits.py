@@ -54,7 +54,7 @@ def test_list_models_reports_the_budget(stub):
 
 
 def test_a_request_over_the_message_size_limit_is_refused_cleanly(demo_server, channel):
-    limit = demo_server.settings.max_request_bytes
+    limit = demo_server.settings.request_limit()
     request = pb.GenerateRequest(parameters=pb.GenerationParameters(prompt="x" * (limit + 1)))
     with pytest.raises(grpc.RpcError) as caught:
         pb_grpc.GenerationServiceStub(channel).Generate(request, timeout=30)

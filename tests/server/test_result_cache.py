@@ -19,6 +19,7 @@ from pointillist import Client, Progress, Queued, Result
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from scheduler.caching_scheduler import CachingScheduler
+from scheduler.job import Job, JobState
 from server.background import ServerThread
 from tests.conftest import demo_settings
 from tests.holds import new_hold
@@ -268,4 +269,35 @@ def test_a_follower_that_leaves_does_not_stop_the_run(
 
     assert submits.count == 1
     assert len(result.images) == 1
+    assert cached_server.active_jobs() == []
+
+
+def test_a_request_after_the_owner_cancelled_gets_a_run_of_its_own(
+    cached_server: ServerThread, submits: SubmitCounter, results: CachingScheduler
+) -> None:
+    """The owner cancels with nobody else waiting; an identical request that arrives while the
+    cancelled run is still ending must not attach to it (and be failed CANCELLED although its
+    caller never cancelled): it starts a flight of its own and gets its result."""
+    hold = new_hold("after-cancel")
+    with cached_server.channel() as channel:
+        stub = pb_grpc.GenerationServiceStub(channel)
+        owner = start_stream(stub, prompt=hold.prompt, seed=51, **HELD)
+        owner_job = until_progress(owner)[0].job_id
+
+        async def cancel_then_ask_again() -> tuple[bool, Job]:
+            spec = results.get_job(owner_job).spec
+            await results.cancel(owner_job)
+            # Nothing has yielded to the worker's reply yet: the cancelled run is still on.
+            dying = not results.get_job(owner_job).state.finished
+            return dying, await results.submit_deterministic(spec)
+
+        dying, newcomer = cached_server.call(cancel_then_ask_again())
+        cached_server.wait_job_finished(owner_job)
+        hold.release()  # the newcomer's own run is held after its first step too
+        finished = cached_server.wait_job_finished(newcomer.id, timeout=TIMEOUT_S)
+
+    assert dying, "the request must arrive while the cancelled run is ending"
+    assert finished.state is JobState.SUCCEEDED, finished.state
+    assert finished.result is not None and len(finished.result.images) == 1
+    assert submits.count == 2  # the cancelled run, and the newcomer's own
     assert cached_server.active_jobs() == []

@@ -215,6 +215,15 @@ def _add_generation_arguments(parser: argparse.ArgumentParser, format_help: str)
         "--quality", type=_quality, default=0, help="JPEG/WebP quality 1-100 (default 90)"
     )
     parser.add_argument(
+        "--image", type=_image_file, default=None, metavar="PATH", help="init image (img2img)"
+    )
+    parser.add_argument(
+        "--strength", type=float, default=None, help="0 < s <= 1: share of the steps re-run"
+    )
+    parser.add_argument(
+        "--mask", type=_image_file, default=None, metavar="PATH", help="inpainting: white repaints"
+    )
+    parser.add_argument(
         "--priority",
         choices=[str(priority) for priority in Priority],
         default=None,
@@ -446,7 +455,17 @@ def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "num_images": args.num_images,
         "quality": args.quality,
         "priority": args.priority,
+        "image": args.image,
+        "strength": args.strength,
+        "mask": args.mask,
     }
+
+
+def _image_file(value: str) -> str:
+    """An image path that exists (read when the request is built)."""
+    if not os.path.isfile(value):
+        raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return value
 
 
 def _follow(stream: GenerationStream, bar: ProgressBar | None) -> Result:

@@ -31,6 +31,7 @@ from pointillist.events import (
     Started,
     Timings,
 )
+from pointillist.image_inputs import ImageSource, input_image
 from pointillist.jobs import GenerationParameters, JobInfo, JobState, Priority
 from pointillist.server_status import (
     DeviceProcess,
@@ -129,6 +130,9 @@ class GenerationOptions(TypedDict, total=False):
     quality: int
     preview_every: int
     preview_size: int
+    image: ImageSource | None
+    strength: float | None
+    mask: ImageSource | None
 
 
 def build_parameters(
@@ -146,6 +150,9 @@ def build_parameters(
     quality: int = 0,
     preview_every: int = 0,
     preview_size: int = 0,
+    image: ImageSource | None = None,
+    strength: float | None = None,
+    mask: ImageSource | None = None,
 ) -> pb.GenerationParameters:
     """Build ``GenerationParameters``; zero / None means the model's default.
 
@@ -189,6 +196,13 @@ def build_parameters(
         parameters.preview.CopyFrom(
             pb.PreviewOptions(every_n_steps=preview_every, max_size=preview_size)
         )
+    # Image-to-image (image), inpainting (image and mask): pointillist.image_inputs.
+    if image is not None:
+        parameters.init_image.CopyFrom(input_image(image, "image"))
+    if mask is not None:
+        parameters.mask.CopyFrom(input_image(mask, "mask"))
+    if strength is not None:
+        parameters.strength = strength
     return parameters
 
 

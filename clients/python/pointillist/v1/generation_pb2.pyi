@@ -25,6 +25,13 @@ class Precision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRECISION_BF16: _ClassVar[Precision]
     PRECISION_FP8_E4M3: _ClassVar[Precision]
 
+class GenerationMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GENERATION_MODE_UNSPECIFIED: _ClassVar[GenerationMode]
+    GENERATION_MODE_TEXT_TO_IMAGE: _ClassVar[GenerationMode]
+    GENERATION_MODE_IMAGE_TO_IMAGE: _ClassVar[GenerationMode]
+    GENERATION_MODE_INPAINTING: _ClassVar[GenerationMode]
+
 class DeviceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DEVICE_KIND_UNSPECIFIED: _ClassVar[DeviceKind]
@@ -46,6 +53,10 @@ PRECISION_FP32: Precision
 PRECISION_FP16: Precision
 PRECISION_BF16: Precision
 PRECISION_FP8_E4M3: Precision
+GENERATION_MODE_UNSPECIFIED: GenerationMode
+GENERATION_MODE_TEXT_TO_IMAGE: GenerationMode
+GENERATION_MODE_IMAGE_TO_IMAGE: GenerationMode
+GENERATION_MODE_INPAINTING: GenerationMode
 DEVICE_KIND_UNSPECIFIED: DeviceKind
 DEVICE_KIND_CPU: DeviceKind
 DEVICE_KIND_CUDA: DeviceKind
@@ -63,7 +74,7 @@ class PreviewOptions(_message.Message):
     def __init__(self, every_n_steps: _Optional[int] = ..., max_size: _Optional[int] = ...) -> None: ...
 
 class GenerationParameters(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "seed", "num_images", "output_format", "quality", "preview")
+    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "seed", "num_images", "output_format", "quality", "preview", "init_image", "strength", "mask")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +87,9 @@ class GenerationParameters(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -88,7 +102,26 @@ class GenerationParameters(_message.Message):
     output_format: ImageFormat
     quality: int
     preview: PreviewOptions
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., output_format: _Optional[_Union[ImageFormat, str]] = ..., quality: _Optional[int] = ..., preview: _Optional[_Union[PreviewOptions, _Mapping]] = ...) -> None: ...
+    init_image: InputImage
+    strength: float
+    mask: InputImage
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., output_format: _Optional[_Union[ImageFormat, str]] = ..., quality: _Optional[int] = ..., preview: _Optional[_Union[PreviewOptions, _Mapping]] = ..., init_image: _Optional[_Union[InputImage, _Mapping]] = ..., strength: _Optional[float] = ..., mask: _Optional[_Union[InputImage, _Mapping]] = ...) -> None: ...
+
+class InputImage(_message.Message):
+    __slots__ = ("data", "job_image")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    JOB_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    job_image: JobImageReference
+    def __init__(self, data: _Optional[bytes] = ..., job_image: _Optional[_Union[JobImageReference, _Mapping]] = ...) -> None: ...
+
+class JobImageReference(_message.Message):
+    __slots__ = ("job_id", "index")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    index: int
+    def __init__(self, job_id: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
 
 class StreamGenerateRequest(_message.Message):
     __slots__ = ("parameters", "priority")
@@ -239,7 +272,7 @@ class ComponentPrecision(_message.Message):
     def __init__(self, component: _Optional[str] = ..., weights: _Optional[_Union[Precision, str]] = ..., compute: _Optional[_Union[Precision, str]] = ...) -> None: ...
 
 class Reproducibility(_message.Message):
-    __slots__ = ("model_id", "weights_revision", "precisions", "scheduler", "library_versions", "device", "parameters")
+    __slots__ = ("model_id", "weights_revision", "precisions", "scheduler", "library_versions", "device", "parameters", "mode", "init_image_sha256", "mask_sha256")
     class LibraryVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +287,9 @@ class Reproducibility(_message.Message):
     LIBRARY_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    INIT_IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MASK_SHA256_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     weights_revision: str
     precisions: _containers.RepeatedCompositeFieldContainer[ComponentPrecision]
@@ -261,7 +297,10 @@ class Reproducibility(_message.Message):
     library_versions: _containers.ScalarMap[str, str]
     device: Device
     parameters: GenerationParameters
-    def __init__(self, model_id: _Optional[str] = ..., weights_revision: _Optional[str] = ..., precisions: _Optional[_Iterable[_Union[ComponentPrecision, _Mapping]]] = ..., scheduler: _Optional[str] = ..., library_versions: _Optional[_Mapping[str, str]] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ...) -> None: ...
+    mode: GenerationMode
+    init_image_sha256: str
+    mask_sha256: str
+    def __init__(self, model_id: _Optional[str] = ..., weights_revision: _Optional[str] = ..., precisions: _Optional[_Iterable[_Union[ComponentPrecision, _Mapping]]] = ..., scheduler: _Optional[str] = ..., library_versions: _Optional[_Mapping[str, str]] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., mode: _Optional[_Union[GenerationMode, str]] = ..., init_image_sha256: _Optional[str] = ..., mask_sha256: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -298,20 +337,22 @@ class ModelInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., precision_policy: _Optional[str] = ..., precisions: _Optional[_Iterable[_Union[ComponentPrecision, _Mapping]]] = ..., precision_reason: _Optional[str] = ..., device_kinds: _Optional[_Iterable[_Union[DeviceKind, str]]] = ..., limits: _Optional[_Union[ModelLimits, _Mapping]] = ..., defaults: _Optional[_Union[ModelDefaults, _Mapping]] = ..., ready: _Optional[bool] = ...) -> None: ...
 
 class ModelLimits(_message.Message):
-    __slots__ = ("max_width", "max_height", "max_steps", "max_images", "max_prompt_chars", "max_pixel_steps")
+    __slots__ = ("max_width", "max_height", "max_steps", "max_images", "max_prompt_chars", "max_pixel_steps", "max_request_bytes")
     MAX_WIDTH_FIELD_NUMBER: _ClassVar[int]
     MAX_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPT_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_PIXEL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_width: int
     max_height: int
     max_steps: int
     max_images: int
     max_prompt_chars: int
     max_pixel_steps: int
-    def __init__(self, max_width: _Optional[int] = ..., max_height: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_images: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ...) -> None: ...
+    max_request_bytes: int
+    def __init__(self, max_width: _Optional[int] = ..., max_height: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_images: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., max_request_bytes: _Optional[int] = ...) -> None: ...
 
 class ModelDefaults(_message.Message):
     __slots__ = ("width", "height", "steps", "guidance_scale")

@@ -1,0 +1,122 @@
+"""Request bodies the browser port cannot decode get INVALID_ARGUMENT with a BadRequest.
+
+connect-python decodes a body before any endpoint runs, and a body that fails to decode (an enum
+given as "JPEG", an unknown field, "width": "abc", -1 for a uint32, not JSON at all, corrupt
+binary protobuf) ends the call as ``unknown`` with the parser's text: HTTP 500 on Connect unary.
+The gRPC port answers the same bodies with INVALID_ARGUMENT (server/malformed_requests.py), so
+here the codecs connect-python's server looks up are wrapped: a failed decode raises the same
+status, built by server/errors.py from the same FieldViolation, naming the field where the JSON
+parser says which one it was.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+from connectrpc import _server_async
+from connectrpc._codec import Codec
+from connectrpc.errors import ConnectError
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from server import errors
+from server.connect_bridge import connect_code, rich_details
+from server.malformed_requests import malformed_violation
+from server.validation import FieldViolation, InvalidRequestError
+
+# json_format's ParseError nests one "Failed to parse <json name> field: " per level.
+_FIELD = re.compile(r"Failed to parse (\S+) field: ")
+_UNKNOWN_FIELD = re.compile(r'has no field named "([^"]+)"')
+_ENUM = re.compile(r"Invalid enum value (.+?) for enum type (\S+?) at ")
+
+
+class LenientDecodeCodec:
+    """A codec whose decode failures are the caller's INVALID_ARGUMENT, never UNKNOWN."""
+
+    def __init__(self, inner: Codec[Any, Any]) -> None:
+        self._inner = inner
+
+    def name(self) -> str:
+        return self._inner.name()
+
+    def encode(self, message: Any) -> bytes:
+        return self._inner.encode(message)
+
+    def decode(self, data: bytes | bytearray, message: Message) -> Message:
+        try:
+            return self._inner.decode(data, message)
+        # Decoding is pure: whatever it raises (DecodeError, ParseError, a UnicodeDecodeError or
+        # RecursionError on hostile input) is about the caller's bytes.
+        except Exception as exc:
+            descriptor = cast(Descriptor, message.DESCRIPTOR)  # upb's type, same interface
+            json = self._inner.name() == "json"
+            violation = json_violation(str(exc), descriptor) if json else None
+            raise invalid_argument(violation or malformed_violation(descriptor.full_name)) from None
+
+
+def invalid_argument(violation: FieldViolation) -> ConnectError:
+    """The ConnectError the gRPC port's status for ``violation`` becomes on this port."""
+    status = errors.status_for(InvalidRequestError([violation]))
+    return ConnectError(connect_code(status.code), status.details, rich_details(status))
+
+
+def json_violation(text: str, descriptor: Descriptor | None) -> FieldViolation:
+    """The field a json_format error names (proto names, dotted), and what was wrong with it."""
+    if text.startswith("Failed to load JSON"):
+        return FieldViolation("request", "is not valid JSON")
+    names = _FIELD.findall(text)
+    unknown = _UNKNOWN_FIELD.search(text)
+    path: list[str] = []
+    field: FieldDescriptor | None = None
+    for json_name in names:
+        field = _field(descriptor, json_name) if descriptor is not None else None
+        if field is None:
+            break
+        path.append(field.name)
+        descriptor = field.message_type
+    if unknown is not None:
+        return FieldViolation(
+            ".".join([*path, unknown.group(1)]),
+            f"is not a field of {descriptor.full_name if descriptor else 'the message'}",
+        )
+    if not path or field is None:
+        return FieldViolation("request", "is not a valid JSON request for this method")
+    enum = _ENUM.search(text)
+    if enum is not None:
+        return FieldViolation(
+            ".".join(path), f"{enum.group(1)} is not a value of the enum {enum.group(2)}"
+        )
+    return FieldViolation(".".join(path), f"is not a valid {_type_name(field)} value")
+
+
+def _field(descriptor: Descriptor, json_name: str) -> FieldDescriptor | None:
+    for candidate in descriptor.fields:
+        if json_name in (candidate.json_name, candidate.name):
+            return candidate
+    return None
+
+
+def _type_name(field: FieldDescriptor) -> str:
+    if field.message_type is not None:
+        return field.message_type.full_name
+    if field.enum_type is not None:
+        return field.enum_type.full_name
+    names = {
+        value: name for name, value in vars(FieldDescriptor).items() if name.startswith("TYPE_")
+    }
+    return names.get(field.type, "field").removeprefix("TYPE_").lower()
+
+
+def install() -> None:
+    """Make connect-python's ASGI server decode with the lenient codecs (idempotent)."""
+    lookup = _server_async.get_codec
+    if getattr(lookup, "lenient", False):
+        return
+
+    def lenient_get_codec(name: str) -> Codec[Any, Any] | None:
+        codec = lookup(name)
+        return None if codec is None else LenientDecodeCodec(codec)
+
+    lenient_get_codec.lenient = True  # type: ignore[attr-defined]
+    _server_async.get_codec = lenient_get_codec
