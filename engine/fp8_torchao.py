@@ -16,7 +16,6 @@ transformer's patch-embedding convolutions stay 16-bit.
 from __future__ import annotations
 
 import enum
-import logging
 from typing import Any
 
 import torch
@@ -104,12 +103,3 @@ def _float8_tensor_type() -> type:
     from torchao.quantization import Float8Tensor
 
     return Float8Tensor
-
-
-def _quiet_optional_kernels() -> None:
-    # torchao warns at import when its optional CUDA-only kernel libraries (_C_mxfp8,
-    # _C_cutlass_90a) do not load; on the CPU that is expected, not worth a log line per worker.
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-
-
-_quiet_optional_kernels()
