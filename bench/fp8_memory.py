@@ -14,8 +14,9 @@ so the figures are the transformer's plus the process's own floor (torch and dif
 which is reported too. The temporary folders are deleted afterwards.
 
 Large's weight bytes come from a meta-device build (no memory): bf16 counts every parameter and
-buffer at its dtype, FP8 counts what quanto's qfloat8 stores (one byte per Linear weight plus a
-bf16 scale per output row; everything else 16-bit), checked against the real quantized Medium.
+buffer at its dtype, FP8 counts what torchao's weight-only FP8 stores (one byte per Linear weight
+plus an fp32 scale per output row; everything else 16-bit), checked against the real quantized
+Medium.
 """
 
 from __future__ import annotations
@@ -217,12 +218,12 @@ def meta_weight_bytes(arch: str) -> dict[str, int]:
     bf16 = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     fp8 = bf16
     for module in model.modules():
-        # quanto's qfloat8 (weights only) stores Linear and Conv2d weights as float8_e4m3fn
-        # (1 byte) plus a bf16 scale per output channel, in place of 2-byte weights.
-        if isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
+        # torchao's Float8WeightOnlyConfig stores Linear weights (not convolutions) as
+        # float8_e4m3fn (1 byte) plus an fp32 scale per output row, in place of 2-byte weights.
+        if isinstance(module, torch.nn.Linear):
             weight = module.weight
             fp8 -= weight.numel() * weight.element_size()
-            fp8 += weight.numel() + weight.shape[0] * 2
+            fp8 += weight.numel() + weight.shape[0] * 4
     return {"parameters": parameters, "bf16_bytes": bf16, "fp8_bytes": fp8}
 
 

@@ -16,6 +16,7 @@ transformer's patch-embedding convolutions stay 16-bit.
 from __future__ import annotations
 
 import enum
+import json
 from typing import Any
 
 import torch
@@ -75,6 +76,61 @@ def tensor_bytes(tensor: torch.Tensor) -> int | None:
     return sum(
         getattr(tensor, name).numel() * getattr(tensor, name).element_size() for name in inner_names
     )
+
+
+def requantize_fp8(module: torch.nn.Module, mode: Fp8Mode) -> int:
+    """Turns the FP8 weights of ``module`` into ``mode``, one Linear layer at a time.
+
+    A checkpoint stores weight-only FP8 (the only mode torchao builds on the CPU). For W8A8 each
+    weight is dequantized to its 16-bit dtype and quantized again with the dynamic config, so
+    at most one layer's 16-bit weight exists at a time. Returns how many layers changed.
+    """
+    config = _config(mode)
+    changed = 0
+    for linear in module.modules():
+        weight = getattr(linear, "weight", None)
+        if not isinstance(linear, torch.nn.Linear) or weight is None or not is_fp8_weight(weight):
+            continue
+        current: Any = weight
+        if (current.act_quant_kwargs is not None) == mode.fp8_matmul:
+            continue
+        linear.weight = torch.nn.Parameter(current.dequantize(), requires_grad=False)
+        _quantize_(linear, config)
+        changed += 1
+    return changed
+
+
+def flatten_state_dict(
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Plain tensors and safetensors metadata for a state dict holding torchao FP8 tensors.
+
+    Each ``Float8Tensor`` becomes its inner tensors (``<module>._weight_qdata``,
+    ``<module>._weight_scale``) plus a JSON description in the metadata; torchao's safetensors
+    support (``torchao.prototype.safetensors``, what diffusers and transformers call) does it.
+    """
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+    tensors, metadata = flatten_tensor_state_dict(state)
+    return tensors, metadata
+
+
+def unflatten_state_dict(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> dict[str, torch.Tensor]:
+    """The state dict ``flatten_state_dict`` wrote, with its ``Float8Tensor`` weights rebuilt.
+
+    Raises ValueError when tensors the metadata names are missing or left over.
+    """
+    from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+
+    state, leftover = unflatten_tensor_state_dict(tensors, metadata)
+    if leftover:
+        raise ValueError(f"tensors no metadata describes: {', '.join(sorted(leftover)[:5])}")
+    names = set(json.loads(metadata["tensor_names"]))
+    if set(state) != names:
+        raise ValueError(f"tensors missing: {', '.join(sorted(names - set(state))[:5])}")
+    return dict(state)
 
 
 def _config(mode: Fp8Mode) -> object:

@@ -10,9 +10,10 @@ and keeps CLIP-L, CLIP-G and the VAE 16-bit. How FP8 is used depends on the devi
 - Ampere (8.0/8.6) and the CPU: weight-only FP8, which saves memory only.
 
 ``bf16``/``fp16``/``fp32`` run everything unquantized; ``auto`` picks fp8 on CUDA and the device's
-16-bit type on the CPU. Folders written by the older quanto ``pointillist quantize`` still load
-as quanto weight-only FP8 (engine/fp8.py). The decision, ``fp8_modes``, is a pure function of a
-``DeviceCapability``.
+16-bit type on the CPU. A ``pointillist quantize`` folder stores torchao weight-only FP8; where
+the device runs W8A8 its transformer is re-quantized layer by layer at load. Folders written by
+the older quanto ``pointillist quantize`` still load as quanto weight-only FP8
+(engine/fp8.py). The decision, ``fp8_modes``, is a pure function of a ``DeviceCapability``.
 """
 
 from __future__ import annotations
@@ -168,9 +169,11 @@ def plan_precision(
     requested: PrecisionPolicy,
     capability: DeviceCapability,
     stored_fp8: tuple[str, ...] = (),
+    stored_backend: str = "torchao",
 ) -> PrecisionPlan:
     """Resolves the configured policy on this device; ``stored_fp8`` names components a
-    quanto ``pointillist quantize`` folder already holds in FP8.
+    ``pointillist quantize`` folder already holds in FP8, written with ``stored_backend``
+    ("torchao", or "quanto" for folders of the older format).
 
     Raises ValueError when the policy asks for 16-bit weights a folder no longer has.
     """
@@ -185,12 +188,21 @@ def plan_precision(
                 f"{' and '.join(stored_fp8)} in FP8 only (written by `pointillist quantize`); "
                 "use precision fp8 or auto, or load the original 16-bit source"
             )
-        reason = (
+        stored = (
             f"{requested.value} on {device}: fp8, because the folder already stores "
-            f"{' and '.join(stored_fp8)} in FP8 E4M3 (pointillist quantize); "
-            f"{_WHAT_QUANTO_IS.format(dt=sixteen_name)}; {keep_16}"
+            f"{' and '.join(stored_fp8)} in FP8 E4M3 (pointillist quantize"
         )
-        return PrecisionPlan(PrecisionPolicy.FP8, sixteen, FP8_COMPONENTS, reason)
+        if stored_backend == "quanto":
+            reason = (
+                f"{stored}, optimum-quanto); {_WHAT_QUANTO_IS.format(dt=sixteen_name)}; {keep_16}"
+            )
+            return PrecisionPlan(PrecisionPolicy.FP8, sixteen, FP8_COMPONENTS, reason)
+        modes, fp8_clause = fp8_modes(capability)
+        fp8_clause = fp8_clause.format(dt=sixteen_name)
+        if any(mode.fp8_matmul for _, mode in modes):
+            fp8_clause += " (the folder's weight-only FP8 is re-quantized to W8A8 at load)"
+        reason = f"{stored}, torchao weight-only); {fp8_clause}; {keep_16}"
+        return PrecisionPlan(PrecisionPolicy.FP8, sixteen, FP8_COMPONENTS, reason, modes)
 
     modes, fp8_clause = fp8_modes(capability)
     fp8_clause = fp8_clause.format(dt=sixteen_name)
@@ -259,6 +271,11 @@ def apply_plan(pipe: StableDiffusion3Pipeline, plan: PrecisionPlan, device: torc
         if fp8.is_fp8_quantized(module):
             # Already FP8 (read from a quanto `pointillist quantize` folder): only move it.
             fp8.move_to_device(module, device)
+        elif fp8_torchao.is_fp8_quantized(module):
+            # Read from a torchao folder (weight-only): W8A8 where the plan says so.
+            if mode is not None:
+                fp8_torchao.requantize_fp8(module, mode)
+            module.to(device)
         elif mode is not None:
             # torchao's Float8Tensor moves with .to() and keeps its mode.
             fp8_torchao.quantize_fp8(module, mode)

@@ -162,3 +162,22 @@ def test_cpu_capability() -> None:
     capability = detect_capability(torch.device("cpu"))
     assert capability.bf16 and not capability.fp8_tensor_cores
     assert capability.compute_capability is None
+
+
+def test_a_torchao_folder_runs_w8a8_where_the_gpu_can() -> None:
+    stored = ("text_encoder_3", "transformer")
+    hopper = plan_precision(PrecisionPolicy.FP8, cuda_capability(9, 0, "H100"), stored)
+    assert hopper.mode_of("transformer") is Fp8Mode.DYNAMIC_ROW
+    assert hopper.mode_of("text_encoder_3") is Fp8Mode.WEIGHT_ONLY
+    assert "torchao weight-only" in hopper.reason and "re-quantized to W8A8" in hopper.reason
+    ampere = plan_precision(PrecisionPolicy.AUTO, cuda_capability(8, 6, "A10"), stored)
+    assert ampere.mode_of("transformer") is Fp8Mode.WEIGHT_ONLY
+    assert "W8A8" not in ampere.reason
+
+
+def test_a_quanto_folder_keeps_quanto_and_says_how_to_re_quantize() -> None:
+    plan = plan_precision(
+        PrecisionPolicy.FP8, cuda_capability(9, 0, "H100"), ("transformer",), "quanto"
+    )
+    assert plan.fp8_modes == ()
+    assert "optimum-quanto" in plan.reason and "re-run `pointillist quantize`" in plan.reason
