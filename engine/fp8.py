@@ -1,7 +1,11 @@
 """FP8 (E4M3) weights through optimum-quanto: every quanto call of the engine lives here.
 
-diffusers marks its own quanto integration deprecated (to go in diffusers 1.0), and quanto's API
-has moved between releases, so the rest of the engine only sees the few functions below.
+Legacy: the engine's FP8 is torchao's (engine/fp8_torchao.py). quanto stays only to read
+folders written by the older ``pointillist quantize`` (format 1, engine/fp8_checkpoint.py), and
+``quantize_fp8`` only for the tests that write such a folder. Weight-byte counting here covers
+both libraries' tensors. diffusers marks its own quanto integration deprecated (to go in
+diffusers 1.0), and quanto's API has moved between releases, so the rest of the engine only sees
+the few functions below.
 
 What this is, honestly: quanto's ``qfloat8`` is weight-only. Linear (and Conv2d) weights are
 stored as float8_e4m3fn data plus one scale per output channel, and every matmul dequantizes
