@@ -14,8 +14,9 @@ so the figures are the transformer's plus the process's own floor (torch and dif
 which is reported too. The temporary folders are deleted afterwards.
 
 Large's weight bytes come from a meta-device build (no memory): bf16 counts every parameter and
-buffer at its dtype, FP8 counts what quanto's qfloat8 stores (one byte per Linear weight plus a
-bf16 scale per output row; everything else 16-bit), checked against the real quantized Medium.
+buffer at its dtype, FP8 counts what torchao's weight-only FP8 stores (one byte per Linear weight
+plus an fp32 scale per output row; everything else 16-bit), checked against the real quantized
+Medium.
 """
 
 from __future__ import annotations
@@ -120,9 +121,13 @@ def _touch_every_weight(module: Any) -> None:
     import torch
     from optimum.quanto.tensor import QTensor
 
+    from engine import fp8_torchao
+
     def touch(tensor: torch.Tensor) -> None:
-        if isinstance(tensor, QTensor):
-            for name in tensor.__tensor_flatten__()[0]:
+        # Quanto's and torchao's FP8 tensors are wrappers: read their inner data and scales.
+        if isinstance(tensor, QTensor) or fp8_torchao.is_fp8_weight(tensor):
+            wrapper: Any = tensor  # neither library types its wrapper's fields
+            for name in wrapper.__tensor_flatten__()[0]:
                 touch(getattr(tensor, name))
             return
         flat = tensor.detach()
@@ -141,7 +146,7 @@ def child_load(folder: Path, precision: str) -> dict[str, Any]:
     Resident is measured after every weight has been read once (see _touch_every_weight):
     without that, weights still only mapped from the checkpoint file would not count.
     """
-    from engine import fp8
+    from engine import fp8, fp8_torchao
     from engine.config import ModelConfig, PrecisionPolicy
     from engine.engine import Engine
 
@@ -157,6 +162,9 @@ def child_load(folder: Path, precision: str) -> dict[str, Any]:
     untouched = _rss()
     _touch_every_weight(engine.pipe.transformer)
     status = _memory_status()
+    # Resident is read after the touch, so the peak must include it too (ru_maxrss only grows):
+    # reading torchao's FP8 tensors can add a few pages beyond the load's own peak.
+    peak = max(peak, _peak_rss())
     return {
         "floor_rss_bytes": floor,
         "loaded_untouched_rss_bytes": untouched,
@@ -167,7 +175,8 @@ def child_load(folder: Path, precision: str) -> dict[str, Any]:
         "peak_anon_bytes": peak_anon,
         "load_s": seconds,
         "transformer_bytes": fp8.weight_bytes(engine.pipe.transformer),
-        "transformer_fp8": fp8.is_fp8_quantized(engine.pipe.transformer),
+        "transformer_fp8": fp8.is_fp8_quantized(engine.pipe.transformer)
+        or fp8_torchao.is_fp8_quantized(engine.pipe.transformer),
     }
 
 
@@ -209,12 +218,12 @@ def meta_weight_bytes(arch: str) -> dict[str, int]:
     bf16 = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     fp8 = bf16
     for module in model.modules():
-        # quanto's qfloat8 (weights only) stores Linear and Conv2d weights as float8_e4m3fn
-        # (1 byte) plus a bf16 scale per output channel, in place of 2-byte weights.
-        if isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
+        # torchao's Float8WeightOnlyConfig stores Linear weights (not convolutions) as
+        # float8_e4m3fn (1 byte) plus an fp32 scale per output row, in place of 2-byte weights.
+        if isinstance(module, torch.nn.Linear):
             weight = module.weight
             fp8 -= weight.numel() * weight.element_size()
-            fp8 += weight.numel() + weight.shape[0] * 2
+            fp8 += weight.numel() + weight.shape[0] * 4
     return {"parameters": parameters, "bf16_bytes": bf16, "fp8_bytes": fp8}
 
 

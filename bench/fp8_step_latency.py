@@ -1,5 +1,8 @@
 """FP8 against bf16 on a full-size SD3.5 transformer: weight bytes and one denoising step.
 
+FP8 is torchao's, in the mode the engine's policy picks for the device (``fp8_mode``): W8A8 on
+CUDA compute capability >= 8.9, weight-only elsewhere (the CPU included).
+
 The transformer is built from its published architecture with random weights (no download),
 so the figures hold for the real model's shapes, not its outputs. One step runs with
 classifier-free guidance (batch 2), with 77 CLIP + 256 T5 text tokens.
@@ -20,7 +23,7 @@ import torch
 from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
 
 from bench import record
-from engine import fp8
+from engine import fp8, fp8_torchao
 
 # From the published transformer configs of stabilityai/stable-diffusion-3.5-{medium,large}.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -107,6 +110,14 @@ def time_steps(model: torch.nn.Module, inputs: dict[str, torch.Tensor], runs: in
     return samples
 
 
+def fp8_mode(device: torch.device) -> fp8_torchao.Fp8Mode:
+    """The torchao mode the engine's precision policy gives the transformer on ``device``."""
+    from engine.precision import detect_capability, fp8_modes
+
+    modes, _ = fp8_modes(detect_capability(device))
+    return dict(modes)["transformer"]
+
+
 def measure(arch: str, sizes: list[int], device: torch.device, runs: int) -> dict[str, Any]:
     model = build(arch)
     parameters = sum(p.numel() for p in model.parameters())
@@ -119,9 +130,11 @@ def measure(arch: str, sizes: list[int], device: torch.device, runs: int) -> dic
         size: time_steps(model, step_inputs(size, device), runs) for size in sizes
     }
     model.to("cpu")
-    fp8.quantize_fp8(model)
+    mode = fp8_mode(device)
+    result["fp8_mode"] = mode.value
+    fp8_torchao.quantize_fp8(model, mode)  # on the CPU, as the engine does
     result["fp8_weight_bytes"] = fp8.weight_bytes(model)
-    fp8.move_to_device(model, device)
+    model.to(device)
     result["fp8_step_s"] = {
         size: time_steps(model, step_inputs(size, device), runs) for size in sizes
     }

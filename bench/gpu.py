@@ -5,7 +5,9 @@
     python -m bench.gpu --arch tiny --device cpu --size 64 --steps 2   # the CPU/demo form
 
 For each model (an architecture with random weights, or the pipeline in ``--weights``) and each
-precision (bf16, FP8), in this order:
+precision, in this order: bf16; ``fp8-weight-only`` (torchao weight-only FP8, random weights
+only); ``fp8`` (what the engine's policy picks on the device: torchao W8A8 on compute capability
+>= 8.9, weight-only elsewhere, so on the CPU it equals the row above):
 
 1. A replica: a child process loads the model onto the device, warms up, and times ``--runs``
    denoising steps at ``--size`` with guidance (batch 2), or, with real weights, whole
@@ -37,7 +39,9 @@ from bench import record
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_PREFIX = "GPU_BENCH "
-PRECISIONS = ("bf16", "fp8")
+PRECISIONS = ("bf16", "fp8-weight-only", "fp8")
+# A pipeline folder loads through Engine.load, which takes a precision policy: no weight-only row.
+WEIGHTS_PRECISIONS = ("bf16", "fp8")
 RESERVE_BYTES = 1 << 30  # the scheduler keeps 1 GiB free on every GPU
 READY_TIMEOUT_S = 1800.0
 
@@ -52,16 +56,16 @@ def _load(model: str, precision: str, device_name: str) -> tuple[Any, Any]:
 
     device = torch.device(device_name)
     if model.startswith("arch:"):
-        from bench.fp8_step_latency import build, step_inputs
-        from engine import fp8
+        from bench.fp8_step_latency import build, fp8_mode, step_inputs
+        from engine import fp8_torchao
 
         arch = model.removeprefix("arch:")
         transformer = build(arch)
-        if precision == "fp8":
-            fp8.quantize_fp8(transformer)  # on the CPU, as the engine does
-            fp8.move_to_device(transformer, device)
-        else:
-            transformer.to(device)
+        if precision.startswith("fp8"):
+            weight_only = precision == "fp8-weight-only"
+            mode = fp8_torchao.Fp8Mode.WEIGHT_ONLY if weight_only else fp8_mode(device)
+            fp8_torchao.quantize_fp8(transformer, mode)  # on the CPU, as the engine does
+        transformer.to(device)
         return transformer, step_inputs
     from engine.config import ModelConfig, PrecisionPolicy
     from engine.engine import Engine
@@ -288,7 +292,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models = [args.weights] if args.weights else [f"arch:{arch}" for arch in args.arch]
     results: dict[str, Any] = {"memory_source": source, "models": {}}
     for model in models:
-        results["models"][model] = {p: measure(model, p, args, inventory) for p in PRECISIONS}
+        precisions = WEIGHTS_PRECISIONS if args.weights else PRECISIONS
+        results["models"][model] = {p: measure(model, p, args, inventory) for p in precisions}
     print(record.table(table_rows(results, args)))
     settings = {
         key: (str(value) if isinstance(value, Path) else value)

@@ -11,8 +11,9 @@ from engine.job import GenerationSpec
 class PrecisionPolicy(StrEnum):
     """The precision asked for in the configuration.
 
-    ``fp8`` stores the transformer (and T5-XXL when present) in FP8 with optimum-quanto and keeps
-    CLIP and the VAE 16-bit; ``auto`` picks fp8 on CUDA and the device's 16-bit type elsewhere.
+    ``fp8`` stores the transformer (and T5-XXL when present) in FP8 with torchao (W8A8 where the
+    GPU has FP8 tensor cores, weight-only elsewhere) and keeps CLIP and the VAE 16-bit;
+    ``auto`` picks fp8 on CUDA and the device's 16-bit type elsewhere.
     """
 
     AUTO = "auto"

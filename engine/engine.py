@@ -124,7 +124,9 @@ class Engine:
         capability = detect_capability(device)
         source = locate_source(config.source, config.revision)
         try:
-            plan = plan_precision(config.precision, capability, source.fp8_components)
+            plan = plan_precision(
+                config.precision, capability, source.fp8_components, source.fp8_backend
+            )
         except ValueError as exc:
             raise ModelLoadError(f"{config.source}: {exc}") from exc
         logger.info("model %s: precision %s", config.id, plan.reason)

@@ -1,7 +1,11 @@
 """FP8 (E4M3) weights through optimum-quanto: every quanto call of the engine lives here.
 
-diffusers marks its own quanto integration deprecated (to go in diffusers 1.0), and quanto's API
-has moved between releases, so the rest of the engine only sees the few functions below.
+Legacy: the engine's FP8 is torchao's (engine/fp8_torchao.py). quanto stays only to read
+folders written by the older ``pointillist quantize`` (format 1, engine/fp8_checkpoint.py), and
+``quantize_fp8`` only for the tests that write such a folder. Weight-byte counting here covers
+both libraries' tensors. diffusers marks its own quanto integration deprecated (to go in
+diffusers 1.0), and quanto's API has moved between releases, so the rest of the engine only sees
+the few functions below.
 
 What this is, honestly: quanto's ``qfloat8`` is weight-only. Linear (and Conv2d) weights are
 stored as float8_e4m3fn data plus one scale per output channel, and every matmul dequantizes
@@ -19,6 +23,8 @@ from optimum.quanto import freeze, qfloat8, quantization_map, quantize, requanti
 from optimum.quanto.nn import QModuleMixin
 from optimum.quanto.tensor import QTensor
 from optimum.quanto.tensor.weights import WeightQBytesTensor
+
+from engine import fp8_torchao
 
 FP8_DTYPE = torch.float8_e4m3fn
 _SIXTEEN_BIT = (torch.bfloat16, torch.float16)
@@ -51,6 +57,8 @@ def weight_storage_dtype(tensor: torch.Tensor) -> torch.dtype:
     """
     if isinstance(tensor, QTensor):
         return tensor._data.dtype
+    if fp8_torchao.is_fp8_weight(tensor):
+        return fp8_torchao.FP8_DTYPE
     return tensor.dtype
 
 
@@ -58,7 +66,7 @@ def weight_bytes(module: torch.nn.Module) -> int:
     """Bytes ``module`` really stores: parameters and buffers, FP8 data and scales counted apart.
 
     ``numel() * element_size()`` of a quanto tensor would count it at its nominal (bf16) dtype,
-    so quantized tensors are measured through their inner tensors.
+    so quantized tensors (quanto's and torchao's) are measured through their inner tensors.
     """
     # parameters() and buffers() yield shared tensors once (T5 ties its input embedding).
     tensors = list(module.parameters()) + list(module.buffers())
@@ -131,6 +139,9 @@ def _quantized_submodules(module: torch.nn.Module) -> list[Any]:
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> int:
+    torchao_bytes = fp8_torchao.tensor_bytes(tensor)
+    if torchao_bytes is not None:
+        return torchao_bytes
     if isinstance(tensor, QTensor):
         inner_names, _ = tensor.__tensor_flatten__()
         return sum(_tensor_bytes(getattr(tensor, name)) for name in inner_names)

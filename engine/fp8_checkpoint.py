@@ -3,18 +3,27 @@
 Quantizing at load time first materializes the 16-bit transformer, so it does not lower a
 replica's load peak (6.5 GB RSS for an SD3.5-Medium-sized transformer, above the 5.4 GB of the
 bf16 one, see FACTS.md). A folder written here is loaded the other way round: each FP8
-component is built on the meta device from its config and filled by quanto's ``requantize``
+component is built on the meta device from its config and its parameters are assigned
 straight from the FP8 state dict.
 
-Layout of a folder::
+Layout of a folder (format version 2, torchao)::
 
     model_index.json, scheduler/, tokenizer*/, text_encoder/, text_encoder_2/, vae/
         the 16-bit components, as diffusers ``save_pretrained`` writes them (bf16)
     transformer/ and text_encoder_3/ (when the source has T5)
-        config.json              the module's own config (diffusers or transformers)
-        fp8-quanto.safetensors   its state dict: FP8 data and scales, other tensors bf16
-        quanto_qmap.json         ``optimum.quanto.quantization_map`` of the module
-    pointillist_fp8.json         the marker: format version, FP8 components, source, revision
+        config.json               the module's own config (diffusers or transformers)
+        fp8-torchao.safetensors   its state dict: every Linear weight as a torchao Float8Tensor
+                                  flattened to its FP8 data and fp32 row scales (the header's
+                                  metadata describes them), other tensors bf16
+    pointillist_fp8.json          the marker: format version, FP8 components, source, revision
+
+The FP8 weights are weight-only (torchao builds only that mode on the CPU, where ``quantize``
+runs); on a GPU with FP8 tensor cores the precision plan turns the transformer into W8A8 at
+load, layer by layer (engine/fp8_torchao.py ``requantize_fp8``).
+
+Version 1 folders (optimum-quanto, ``fp8-quanto.safetensors`` and ``quanto_qmap.json``) are
+still read, through quanto's ``requantize``; the precision reason says to re-run
+``pointillist quantize`` for a torchao folder.
 
 The marker is written last, so an interrupted run never leaves a folder that looks complete.
 """
@@ -33,16 +42,20 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
     StableDiffusion3Pipeline,
 )
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from engine import fp8
+from engine import fp8, fp8_torchao
 from engine.library_versions import library_versions
 from engine.precision import FP8_COMPONENTS
 
 MARKER_FILE = "pointillist_fp8.json"
 FORMAT = "pointillist-fp8"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "fp8-quanto.safetensors"
+FORMAT_VERSION = 2
+# Versions this engine reads, and the FP8 library each was written with.
+BACKENDS = {1: "quanto", 2: "torchao"}
+WEIGHTS_FILE = "fp8-torchao.safetensors"
+QUANTO_WEIGHTS_FILE = "fp8-quanto.safetensors"
 QMAP_FILE = "quanto_qmap.json"
 # The 16-bit type the folder stores: SD3.5 is trained and published in bf16.
 STORAGE_DTYPE = torch.bfloat16
@@ -61,6 +74,11 @@ class Fp8Marker:
     # component -> {dropped state-dict key: key holding the same tensor} (tied weights).
     aliases: dict[str, dict[str, str]]
 
+    @property
+    def backend(self) -> str:
+        """The FP8 library the folder was written with: "torchao", or "quanto" (version 1)."""
+        return BACKENDS[self.format_version]
+
 
 def read_marker(folder: Path) -> Fp8Marker | None:
     """The folder's marker, or None for a plain diffusers folder.
@@ -71,10 +89,11 @@ def read_marker(folder: Path) -> Fp8Marker | None:
     if not path.is_file():
         return None
     raw = json.loads(path.read_text())
-    if raw.get("format") != FORMAT or raw.get("format_version") != FORMAT_VERSION:
+    if raw.get("format") != FORMAT or raw.get("format_version") not in BACKENDS:
         raise ValueError(
             f"{path} is format {raw.get('format')!r} version {raw.get('format_version')!r}; "
-            f"this engine reads {FORMAT!r} version {FORMAT_VERSION}"
+            f"this engine reads {FORMAT!r} versions {sorted(BACKENDS)}: re-run "
+            "`pointillist quantize SOURCE DEST` from the 16-bit source"
         )
     components = tuple(raw["quantized_components"])
     # They name subfolders to read: only the components this format quantizes.
@@ -113,7 +132,7 @@ def quantize_checkpoint(source: str, dest: Path, revision: str | None = None) ->
     for name in FP8_COMPONENTS:
         module: torch.nn.Module | None = getattr(pipe, name, None)
         if module is not None:
-            fp8.quantize_fp8(module)
+            fp8_torchao.quantize_fp8(module, fp8_torchao.Fp8Mode.WEIGHT_ONLY)
             quantized[name] = module
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -134,7 +153,10 @@ def quantize_checkpoint(source: str, dest: Path, revision: str | None = None) ->
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "quantized_components": sorted(quantized),
-        "weights": "fp8_e4m3 (optimum-quanto qfloat8, weight-only; compute in bf16)",
+        "weights": (
+            "fp8_e4m3 (torchao Float8WeightOnlyConfig, one fp32 scale per output row; "
+            "W8A8 is applied at load where the GPU has FP8 tensor cores)"
+        ),
         "storage_dtype": "bf16",
         "source": source,
         "source_revision": loaded.weights_revision,
@@ -147,13 +169,20 @@ def quantize_checkpoint(source: str, dest: Path, revision: str | None = None) ->
 def load_fp8_checkpoint(
     folder: Path, marker: Fp8Marker, dtype: torch.dtype, pipeline_kwargs: dict[str, Any]
 ) -> StableDiffusion3Pipeline:
-    """Loads an FP8 folder on the CPU: FP8 components from meta + requantize, the rest 16-bit.
+    """Loads an FP8 folder on the CPU: FP8 components from meta + their FP8 state, the rest 16-bit.
 
     ``dtype`` is the compute dtype (the 16-bit type of the device); ``pipeline_kwargs`` go to
-    ``from_pretrained`` for the 16-bit part.
+    ``from_pretrained`` for the 16-bit part. A torchao folder stores bf16 and is read in bf16
+    only: on a device without bf16 it raises ValueError saying to quantize at load instead.
     """
+    if marker.backend == "torchao" and dtype != STORAGE_DTYPE:
+        raise ValueError(
+            f"{folder} stores its FP8 components for bf16 compute, and this device computes in "
+            f"{dtype}; load the 16-bit source with precision fp8 (quantized at load) instead"
+        )
+    load = _load_torchao_component if marker.backend == "torchao" else _load_quanto_component
     components = {
-        name: _load_fp8_component(folder / name, marker.aliases.get(name, {}), dtype)
+        name: load(folder / name, marker.aliases.get(name, {}), dtype)
         for name in marker.quantized_components
     }
     pipe = StableDiffusion3Pipeline.from_pretrained(folder, **components, **pipeline_kwargs)
@@ -168,17 +197,29 @@ def _save_fp8_component(module: torch.nn.Module, folder: Path) -> dict[str, str]
         module.save_config(folder)  # a diffusers model: its config is a frozen dict
     else:
         config.save_pretrained(folder)  # a transformers model
-    state = module.state_dict()
-    # safetensors refuses tensors sharing memory (T5 ties its input embedding to ``shared``):
-    # keep the first key of each and remember the others as aliases.
+    kept, aliases = split_tied(module.state_dict())
+    tensors, metadata = fp8_torchao.flatten_state_dict(kept)
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt", **metadata})
+    return aliases
+
+
+def split_tied(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state dict without keys sharing another's memory, and {dropped key: kept key}.
+
+    safetensors refuses tensors sharing memory (T5 ties its input embedding to ``shared``):
+    the first key of each is kept and the others are remembered as aliases.
+    """
     kept: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
     for key in sorted(state):
         tensor = state[key]
+        if type(tensor) is not torch.Tensor:
+            kept[key] = tensor  # a torchao FP8 weight: never tied
+            continue
         identity = (
             tensor.untyped_storage().data_ptr(),
-            tensor.storage_offset(),
+            int(tensor.storage_offset()),
             tuple(tensor.shape),
         )
         if identity in seen:
@@ -186,36 +227,60 @@ def _save_fp8_component(module: torch.nn.Module, folder: Path) -> dict[str, str]
             continue
         seen[identity] = key
         kept[key] = tensor.contiguous()
-    save_file(kept, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    (folder / QMAP_FILE).write_text(
-        json.dumps(fp8.fp8_quantization_map(module), indent=2, sort_keys=True)
-    )
-    return aliases
+    return kept, aliases
 
 
-def _load_fp8_component(
-    folder: Path, aliases: dict[str, str], dtype: torch.dtype
-) -> torch.nn.Module:
+def _component_class(folder: Path) -> Any:
     index = json.loads((folder.parent / "model_index.json").read_text())
     library, class_name = index[folder.name]
     if library not in _LIBRARIES:
         raise ValueError(f"{folder.name} names class {class_name} from {library!r}")
-    cls = getattr(importlib.import_module(library), class_name)
-    state = load_file(str(folder / WEIGHTS_FILE))
+    return getattr(importlib.import_module(library), class_name)
+
+
+def _load_torchao_component(
+    folder: Path, aliases: dict[str, str], dtype: torch.dtype
+) -> torch.nn.Module:
+    path = folder / WEIGHTS_FILE
+    cls = _component_class(folder)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata() or {})
+    metadata.pop("format", None)
+    state = fp8_torchao.unflatten_state_dict(load_file(str(path)), metadata)
+    for alias, key in aliases.items():
+        state[alias] = state[key]
+    module = _build_empty(cls, folder, set(state))
+    # assign: the module's meta parameters become the file's tensors (FP8 ones included), so no
+    # 16-bit copy of a weight is ever allocated.
+    module.load_state_dict(state, strict=False, assign=True)
+    _tie_and_check(module, state, path)
+    return module
+
+
+def _load_quanto_component(
+    folder: Path, aliases: dict[str, str], dtype: torch.dtype
+) -> torch.nn.Module:
+    cls = _component_class(folder)
+    state = load_file(str(folder / QUANTO_WEIGHTS_FILE))
     for alias, key in aliases.items():
         state[alias] = state[key]
     module = _build_empty(cls, folder, set(state))
     qmap = json.loads((folder / QMAP_FILE).read_text())
     fp8.requantize_fp8(module, state, qmap, compute_dtype=dtype)
+    _tie_and_check(module, state, folder / QUANTO_WEIGHTS_FILE)
+    return module
+
+
+def _tie_and_check(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     tie_weights = getattr(module, "tie_weights", None)
     if callable(tie_weights):
-        # requantize re-creates every parameter, which unties shared ones; tie them again.
+        # Loading re-creates every parameter, which unties shared ones; tie them again.
         tie_weights()
     missing = sorted(set(module.state_dict()) - set(state))
-    if missing:
-        raise ValueError(f"{folder / WEIGHTS_FILE} lacks {', '.join(missing[:5])}")
+    on_meta = sorted(name for name, param in module.named_parameters() if param.is_meta)
+    if missing or on_meta:
+        raise ValueError(f"{path} lacks {', '.join((missing or on_meta)[:5])}")
     module.eval()
-    return module
 
 
 def _build_empty(cls: Any, folder: Path, saved: set[str]) -> torch.nn.Module:

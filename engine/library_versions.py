@@ -10,7 +10,8 @@ from __future__ import annotations
 from functools import cache
 from importlib import metadata
 
-LIBRARIES = ("torch", "diffusers", "transformers", "optimum-quanto", "pointillist")
+# torchao quantizes FP8 (and its kernels decide W8A8 numerics); optimum-quanto reads old folders.
+LIBRARIES = ("torch", "diffusers", "transformers", "torchao", "optimum-quanto", "pointillist")
 
 
 @cache

@@ -7,6 +7,7 @@ so a 16-bit checkpoint is never widened to float32 on the way in.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class ModelSource:
     name: str
     # Components stored in FP8 by ``pointillist quantize`` (empty for ordinary folders).
     fp8_components: tuple[str, ...] = ()
+    # The FP8 library that folder was written with: "torchao", "quanto" (old folders) or "".
+    fp8_backend: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,7 @@ def locate_source(source: str, revision: str | None = None) -> ModelSource:
         )
     snapshot = _hub_snapshot(source, revision)
     located = _local_folder(snapshot, source)
-    return ModelSource(
-        kind="hub", folder=located.folder, name=source, fp8_components=located.fp8_components
-    )
+    return dataclasses.replace(located, kind="hub", name=source)
 
 
 def load_pipeline(source: ModelSource, dtype: torch.dtype) -> LoadedPipeline:
@@ -154,8 +155,15 @@ def _local_folder(path: Path, name: str) -> ModelSource:
         marker = fp8_checkpoint.read_marker(path)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc
-    stored = marker.quantized_components if marker is not None else ()
-    return ModelSource(kind="folder", folder=path, name=name, fp8_components=stored)
+    if marker is None:
+        return ModelSource(kind="folder", folder=path, name=name)
+    return ModelSource(
+        kind="folder",
+        folder=path,
+        name=name,
+        fp8_components=marker.quantized_components,
+        fp8_backend=marker.backend,
+    )
 
 
 def _looks_like_path(source: str) -> bool:

@@ -1,9 +1,19 @@
-"""The precision policy: which dtype each pipeline component is stored and computed in, and why.
+"""The precision policy: which format each pipeline component is stored and computed in, and why.
 
-``fp8`` stores the transformer (and T5 when present) as FP8 E4M3 with optimum-quanto and keeps
-CLIP-L, CLIP-G and the VAE 16-bit; ``bf16``/``fp16``/``fp32`` run everything unquantized; ``auto``
-picks fp8 on CUDA and the device's 16-bit type on the CPU. The chosen plan carries a sentence
-that says what the device supports and what FP8 does and does not buy there.
+``fp8`` holds the transformer's (and T5's, when present) Linear layers in FP8 E4M3 with torchao
+and keeps CLIP-L, CLIP-G and the VAE 16-bit. How FP8 is used depends on the device:
+
+- CUDA compute capability >= 9.0 (Hopper, Blackwell): the transformer runs W8A8, weights and
+  activations FP8 with row-wise scales, so its matmuls run on FP8 tensor cores; T5 (run once per
+  prompt) is weight-only FP8.
+- compute capability 8.9 (Ada): the same with per-tensor scales.
+- Ampere (8.0/8.6) and the CPU: weight-only FP8, which saves memory only.
+
+``bf16``/``fp16``/``fp32`` run everything unquantized; ``auto`` picks fp8 on CUDA and the device's
+16-bit type on the CPU. A ``pointillist quantize`` folder stores torchao weight-only FP8; where
+the device runs W8A8 its transformer is re-quantized layer by layer at load. Folders written by
+the older quanto ``pointillist quantize`` still load as quanto weight-only FP8
+(engine/fp8.py). The decision, ``fp8_modes``, is a pure function of a ``DeviceCapability``.
 """
 
 from __future__ import annotations
@@ -16,8 +26,9 @@ from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
     StableDiffusion3Pipeline,
 )
 
-from engine import fp8
+from engine import fp8, fp8_torchao
 from engine.config import PrecisionPolicy
+from engine.fp8_torchao import Fp8Mode
 from engine.job import ComponentPrecision
 
 # Pipeline attributes holding weights, in the order the pipeline runs them.
@@ -26,10 +37,12 @@ COMPONENTS = ("text_encoder", "text_encoder_2", "text_encoder_3", "transformer",
 FP8_COMPONENTS = ("transformer", "text_encoder_3")
 
 _DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
-_WHAT_FP8_IS = (
+_WHAT_QUANTO_IS = (
     "optimum-quanto qfloat8 is weight-only: the weights are stored in FP8 and dequantized to {dt} "
-    "for every matmul, which halves their memory but does not make a step faster"
+    "for every matmul, which halves their memory but does not make a step faster; re-run "
+    "`pointillist quantize` to get a torchao folder"
 )
+_LABELS = {"transformer": "transformer", "text_encoder_3": "T5"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,12 @@ class PrecisionPlan:
     # Components to hold in FP8, where the pipeline has them.
     fp8_components: tuple[str, ...]
     reason: str
+    # How each FP8 component is quantized with torchao; empty for a quanto folder (already FP8).
+    fp8_modes: tuple[tuple[str, Fp8Mode], ...] = ()
+
+    def mode_of(self, component: str) -> Fp8Mode | None:
+        """The torchao FP8 mode planned for ``component``, None when it stays unquantized."""
+        return dict(self.fp8_modes).get(component)
 
 
 def detect_capability(device: torch.device) -> DeviceCapability:
@@ -115,20 +134,53 @@ def detect_capability(device: torch.device) -> DeviceCapability:
     )
 
 
+def fp8_modes(capability: DeviceCapability) -> tuple[tuple[tuple[str, Fp8Mode], ...], str]:
+    """How each FP8 component is quantized on this device, and a clause that says why.
+
+    Pure: it reads only ``capability``, so CPU tests decide for an H100 or an A10 too.
+    """
+    cc = capability.compute_capability
+    if cc is not None and cc >= (9, 0):
+        dynamic, scales = Fp8Mode.DYNAMIC_ROW, "row-wise scales"
+    elif cc is not None and cc >= (8, 9):
+        # torch's row-wise scaled FP8 matmul is built for Hopper's kernels; per-tensor scales
+        # are the variant every FP8 tensor core runs.
+        dynamic, scales = Fp8Mode.DYNAMIC_TENSOR, "per-tensor scales (row-wise needs 9.0)"
+    else:
+        where = "on the CPU" if cc is None else "without FP8 tensor cores"
+        slower = (
+            "; on the CPU dequantizing makes steps slower than plain bf16" if cc is None else ""
+        )
+        return (
+            (("transformer", Fp8Mode.WEIGHT_ONLY), ("text_encoder_3", Fp8Mode.WEIGHT_ONLY)),
+            f"transformer and T5: fp8 e4m3 weights, {{dt}} matmul (torchao weight-only: weights "
+            f"are dequantized for every matmul, so {where} it saves memory only and does not "
+            f"make a step faster{slower})",
+        )
+    return (
+        (("transformer", dynamic), ("text_encoder_3", Fp8Mode.WEIGHT_ONLY)),
+        f"transformer: fp8 e4m3 weights and activations, fp8 matmul on the tensor cores with "
+        f"{scales}, {{dt}} output (torchao W8A8 dynamic); T5: fp8 e4m3 weights, {{dt}} matmul "
+        f"(weight-only: it runs once per prompt, so memory is what FP8 buys there)",
+    )
+
+
 def plan_precision(
     requested: PrecisionPolicy,
     capability: DeviceCapability,
     stored_fp8: tuple[str, ...] = (),
+    stored_backend: str = "torchao",
 ) -> PrecisionPlan:
     """Resolves the configured policy on this device; ``stored_fp8`` names components a
-    ``pointillist quantize`` folder already holds in FP8.
+    ``pointillist quantize`` folder already holds in FP8, written with ``stored_backend``
+    ("torchao", or "quanto" for folders of the older format).
 
     Raises ValueError when the policy asks for 16-bit weights a folder no longer has.
     """
     device = capability.describe()
     sixteen = capability.sixteen_bit
     sixteen_name = _DTYPE_NAMES[sixteen]
-    keep_16 = f"CLIP-L, CLIP-G and the VAE stay {sixteen_name}"
+    keep_16 = f"CLIP-L, CLIP-G and the VAE: {sixteen_name} weights and compute"
     if stored_fp8:
         if requested not in (PrecisionPolicy.AUTO, PrecisionPolicy.FP8):
             raise ValueError(
@@ -136,42 +188,49 @@ def plan_precision(
                 f"{' and '.join(stored_fp8)} in FP8 only (written by `pointillist quantize`); "
                 "use precision fp8 or auto, or load the original 16-bit source"
             )
-        reason = (
+        stored = (
             f"{requested.value} on {device}: fp8, because the folder already stores "
-            f"{' and '.join(stored_fp8)} in FP8 E4M3 (pointillist quantize); "
-            f"{_WHAT_FP8_IS.format(dt=sixteen_name)}; {keep_16}"
+            f"{' and '.join(stored_fp8)} in FP8 E4M3 (pointillist quantize"
         )
-        return PrecisionPlan(PrecisionPolicy.FP8, sixteen, FP8_COMPONENTS, reason)
+        if stored_backend == "quanto":
+            reason = (
+                f"{stored}, optimum-quanto); {_WHAT_QUANTO_IS.format(dt=sixteen_name)}; {keep_16}"
+            )
+            return PrecisionPlan(PrecisionPolicy.FP8, sixteen, FP8_COMPONENTS, reason)
+        modes, fp8_clause = fp8_modes(capability)
+        fp8_clause = fp8_clause.format(dt=sixteen_name)
+        if any(mode.fp8_matmul for _, mode in modes):
+            fp8_clause += " (the folder's weight-only FP8 is re-quantized to W8A8 at load)"
+        reason = f"{stored}, torchao weight-only); {fp8_clause}; {keep_16}"
+        return PrecisionPlan(PrecisionPolicy.FP8, sixteen, FP8_COMPONENTS, reason, modes)
 
+    modes, fp8_clause = fp8_modes(capability)
+    fp8_clause = fp8_clause.format(dt=sixteen_name)
     if requested is PrecisionPolicy.AUTO:
         if capability.device.type == "cuda":
             return PrecisionPlan(
                 PrecisionPolicy.FP8,
                 sixteen,
                 FP8_COMPONENTS,
-                f"auto on {device}: fp8 for the transformer and T5, so more replicas fit in GPU "
-                f"memory; {_WHAT_FP8_IS.format(dt=sixteen_name)}; {keep_16}",
+                f"auto on {device}: fp8, so more replicas fit in GPU memory; {fp8_clause}; "
+                f"{keep_16}",
+                modes,
             )
         return PrecisionPlan(
             _policy_of(sixteen),
             sixteen,
             (),
             f"auto on {device}: {sixteen_name} for every component; FP8 is not used on the CPU "
-            f"because quanto dequantizes FP8 weights at every matmul there, which only slows "
-            f"steps down",
+            f"because there it can only be weight-only, which dequantizes the weights at every "
+            f"matmul and only slows steps down",
         )
     if requested is PrecisionPolicy.FP8:
-        slower = (
-            "; on the CPU that dequantizing makes steps slower than plain bf16"
-            if capability.device.type == "cpu"
-            else ""
-        )
         return PrecisionPlan(
             PrecisionPolicy.FP8,
             sixteen,
             FP8_COMPONENTS,
-            f"fp8 on {device}: transformer and T5 in FP8 E4M3; "
-            f"{_WHAT_FP8_IS.format(dt=sixteen_name)}{slower}; {keep_16}",
+            f"fp8 on {device}: {fp8_clause}; {keep_16}",
+            modes,
         )
     if requested is PrecisionPolicy.BF16 and not capability.bf16:
         return PrecisionPlan(
@@ -199,20 +258,28 @@ def apply_plan(pipe: StableDiffusion3Pipeline, plan: PrecisionPlan, device: torc
     The pipeline must already be in ``plan.dtype`` (``load_pipeline`` loads it so, and
     from_pretrained keeps the few layers a model needs in float32, such as T5's ``wo`` in fp16).
 
-    Quantization runs on the CPU before the move, so the GPU never holds the 16-bit copy of an
-    FP8 component: a replica's peak GPU memory is what it keeps, which is what lets the
-    scheduler pack replicas by measured memory.
+    Quantization runs on the CPU before the move (torchao quantizes on the device a module is
+    on, and dynamic mode's checks only read the CUDA capability), so the GPU never holds the
+    16-bit copy of an FP8 component: a replica's peak GPU memory is what it keeps, which is
+    what lets the scheduler pack replicas by measured memory.
     """
     for name in COMPONENTS:
         module: torch.nn.Module | None = getattr(pipe, name, None)
         if module is None:
             continue
+        mode = plan.mode_of(name)
         if fp8.is_fp8_quantized(module):
-            # Already FP8 (read from a `pointillist quantize` folder): only move it.
+            # Already FP8 (read from a quanto `pointillist quantize` folder): only move it.
             fp8.move_to_device(module, device)
-        elif name in plan.fp8_components:
-            fp8.quantize_fp8(module)
-            fp8.move_to_device(module, device)
+        elif fp8_torchao.is_fp8_quantized(module):
+            # Read from a torchao folder (weight-only): W8A8 where the plan says so.
+            if mode is not None:
+                fp8_torchao.requantize_fp8(module, mode)
+            module.to(device)
+        elif mode is not None:
+            # torchao's Float8Tensor moves with .to() and keeps its mode.
+            fp8_torchao.quantize_fp8(module, mode)
+            module.to(device)
         else:
             module.to(device)
         # Inference only (quanto's frozen weights are created requiring gradients): no call
@@ -228,7 +295,11 @@ def component_precisions(pipe: StableDiffusion3Pipeline) -> tuple[ComponentPreci
         if module is None:
             continue
         compute = _DTYPE_NAMES.get(_main_dtype(module, lambda t: t.dtype), "mixed")
-        if fp8.is_fp8_quantized(module):
+        if fp8_torchao.is_fp8_quantized(module):
+            weights = "fp8_e4m3"
+            if fp8_torchao.fp8_matmul(module):
+                compute = "fp8_e4m3"
+        elif fp8.is_fp8_quantized(module):
             weights = "fp8_e4m3"
         else:
             weights = _DTYPE_NAMES.get(_main_dtype(module, fp8.weight_storage_dtype), "mixed")

@@ -37,7 +37,7 @@ def test_gpu_benchmark_cpu_form_measures_packs_and_counts_images(tmp_path, capsy
     saved = json.loads((tmp_path / "gpu.json").read_text())
     assert saved["results"]["memory_source"].startswith("CPU inventory")
     by_precision = saved["results"]["models"]["arch:tiny"]
-    assert set(by_precision) == {"bf16", "fp8"}
+    assert set(by_precision) == {"bf16", "fp8-weight-only", "fp8"}
     for found in by_precision.values():
         assert found["unit"] == "step"
         assert found["latency_median_s"] > 0

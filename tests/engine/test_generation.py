@@ -201,6 +201,7 @@ def test_timings_and_provenance(bf16_engine: Engine, make_spec: SpecFactory) -> 
         "torch",
         "diffusers",
         "transformers",
+        "torchao",
         "optimum-quanto",
         "pointillist",
     }

@@ -18,6 +18,7 @@ def test_every_numerics_library_is_named() -> None:
         "torch",
         "diffusers",
         "transformers",
+        "torchao",
         "optimum-quanto",
         "pointillist",
     }

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import fp8
+from engine import fp8, fp8_torchao
 from engine.config import PrecisionPolicy
 from engine.engine import Engine
-from engine.precision import DeviceCapability, detect_capability, plan_precision
+from engine.fp8_torchao import Fp8Mode
+from engine.precision import DeviceCapability, detect_capability, fp8_modes, plan_precision
 from tests.engine.conftest import load_demo
 
 
@@ -22,10 +23,10 @@ def test_fp8_policy_stores_transformer_and_t5_in_fp8(fp8_engine: Engine) -> None
         weights = linear_weights(component)
         assert weights
         for weight in weights:
-            assert fp8.is_fp8_weight(weight)
+            assert fp8_torchao.is_fp8_weight(weight)
             assert fp8.weight_storage_dtype(weight) == torch.float8_e4m3fn
-            # Computes in bf16: the quantized tensor reports its scale's dtype.
-            assert weight.dtype == torch.bfloat16
+            # Weight-only on the CPU: activations are not quantized.
+            assert getattr(weight, "act_quant_kwargs", None) is None
 
 
 def test_fp8_policy_keeps_clip_and_vae_plain_bf16(fp8_engine: Engine) -> None:
@@ -46,8 +47,8 @@ def test_fp8_policy_reports_components_and_an_honest_reason(fp8_engine: Engine) 
         "vae": ("bf16", "bf16"),
     }
     reason = fp8_engine.loaded.precision_reason
-    assert "weight-only" in reason
-    assert "does not make a step faster" in reason
+    assert "torchao weight-only" in reason
+    assert "saves memory only" in reason
     assert "slower" in reason  # on the CPU, dequantizing costs time
 
 
@@ -90,20 +91,55 @@ def cuda_capability(major: int, minor: int, name: str) -> DeviceCapability:
     )
 
 
-def test_auto_on_hopper_is_fp8_with_tensor_cores_named() -> None:
+def test_auto_on_hopper_is_fp8_w8a8_with_row_wise_scales() -> None:
     plan = plan_precision(PrecisionPolicy.AUTO, cuda_capability(9, 0, "NVIDIA H100"))
     assert plan.policy is PrecisionPolicy.FP8
     assert plan.dtype == torch.bfloat16
     assert plan.fp8_components == ("transformer", "text_encoder_3")
+    assert plan.mode_of("transformer") is Fp8Mode.DYNAMIC_ROW
+    # T5 runs once per prompt: FP8 matmuls would buy nothing there, its memory is what counts.
+    assert plan.mode_of("text_encoder_3") is Fp8Mode.WEIGHT_ONLY
+    assert plan.mode_of("vae") is None and plan.mode_of("text_encoder") is None
     assert "compute capability 9.0" in plan.reason
     assert "FP8 tensor cores present" in plan.reason
-    assert "does not make a step faster" in plan.reason
+    assert "fp8 matmul on the tensor cores with row-wise scales, bf16 output" in plan.reason
+    assert "CLIP-L, CLIP-G and the VAE: bf16 weights and compute" in plan.reason
 
 
-def test_auto_on_ampere_says_it_has_no_fp8_tensor_cores() -> None:
-    plan = plan_precision(PrecisionPolicy.AUTO, cuda_capability(8, 6, "NVIDIA A10"))
+@pytest.mark.parametrize("policy", [PrecisionPolicy.AUTO, PrecisionPolicy.FP8])
+def test_ada_runs_w8a8_with_per_tensor_scales(policy: PrecisionPolicy) -> None:
+    plan = plan_precision(policy, cuda_capability(8, 9, "NVIDIA L4"))
     assert plan.policy is PrecisionPolicy.FP8
+    assert plan.mode_of("transformer") is Fp8Mode.DYNAMIC_TENSOR
+    assert plan.mode_of("text_encoder_3") is Fp8Mode.WEIGHT_ONLY
+    assert "per-tensor scales" in plan.reason and "torchao W8A8 dynamic" in plan.reason
+
+
+@pytest.mark.parametrize("minor", [0, 6])
+def test_ampere_is_weight_only_and_says_it_saves_memory_only(minor: int) -> None:
+    plan = plan_precision(PrecisionPolicy.AUTO, cuda_capability(8, minor, "NVIDIA A100"))
+    assert plan.policy is PrecisionPolicy.FP8
+    assert dict(plan.fp8_modes) == {
+        "transformer": Fp8Mode.WEIGHT_ONLY,
+        "text_encoder_3": Fp8Mode.WEIGHT_ONLY,
+    }
     assert "no FP8 tensor cores" in plan.reason
+    assert "fp8 e4m3 weights, bf16 matmul (torchao weight-only" in plan.reason
+    assert "saves memory only" in plan.reason
+    assert "slower" not in plan.reason  # that is said of the CPU only
+
+
+def test_fp8_on_the_cpu_is_weight_only_and_says_why() -> None:
+    plan = plan_precision(PrecisionPolicy.FP8, detect_capability(torch.device("cpu")))
+    assert {mode for _, mode in plan.fp8_modes} == {Fp8Mode.WEIGHT_ONLY}
+    assert "on the CPU it saves memory only" in plan.reason
+    assert "slower than plain bf16" in plan.reason
+
+
+def test_fp8_modes_is_a_pure_function_of_the_capability() -> None:
+    hopper = cuda_capability(9, 0, "NVIDIA H100")
+    assert fp8_modes(hopper) == fp8_modes(cuda_capability(9, 0, "NVIDIA H100"))
+    assert fp8_modes(cuda_capability(10, 0, "NVIDIA B200"))[0] == fp8_modes(hopper)[0]
 
 
 def test_pre_ampere_gpus_fall_back_to_fp16() -> None:
@@ -126,3 +162,22 @@ def test_cpu_capability() -> None:
     capability = detect_capability(torch.device("cpu"))
     assert capability.bf16 and not capability.fp8_tensor_cores
     assert capability.compute_capability is None
+
+
+def test_a_torchao_folder_runs_w8a8_where_the_gpu_can() -> None:
+    stored = ("text_encoder_3", "transformer")
+    hopper = plan_precision(PrecisionPolicy.FP8, cuda_capability(9, 0, "H100"), stored)
+    assert hopper.mode_of("transformer") is Fp8Mode.DYNAMIC_ROW
+    assert hopper.mode_of("text_encoder_3") is Fp8Mode.WEIGHT_ONLY
+    assert "torchao weight-only" in hopper.reason and "re-quantized to W8A8" in hopper.reason
+    ampere = plan_precision(PrecisionPolicy.AUTO, cuda_capability(8, 6, "A10"), stored)
+    assert ampere.mode_of("transformer") is Fp8Mode.WEIGHT_ONLY
+    assert "W8A8" not in ampere.reason
+
+
+def test_a_quanto_folder_keeps_quanto_and_says_how_to_re_quantize() -> None:
+    plan = plan_precision(
+        PrecisionPolicy.FP8, cuda_capability(9, 0, "H100"), ("transformer",), "quanto"
+    )
+    assert plan.fp8_modes == ()
+    assert "optimum-quanto" in plan.reason and "re-run `pointillist quantize`" in plan.reason

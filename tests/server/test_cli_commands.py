@@ -53,7 +53,8 @@ def test_quantize_writes_an_fp8_checkpoint_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     marker = json.loads((dest / "pointillist_fp8.json").read_text())
     assert set(marker["quantized_components"]) >= {"transformer", "text_encoder_3"}
-    assert (dest / "transformer" / "quanto_qmap.json").exists()
+    assert marker["format_version"] == 2
+    assert (dest / "transformer" / "fp8-torchao.safetensors").exists()
 
 
 def test_quantize_of_a_missing_folder_fails_clearly(tmp_path):

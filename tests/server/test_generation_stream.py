@@ -58,7 +58,7 @@ def test_result_carries_decodable_images_seeds_timings_and_provenance(stub):
     assert record.model_id == "demo"
     assert record.weights_revision.startswith("demo-v1-")
     assert record.scheduler == "FlowMatchEulerDiscreteScheduler"
-    assert {"torch", "diffusers", "transformers", "optimum-quanto"} <= set(record.library_versions)
+    assert {"torch", "diffusers", "transformers", "torchao"} <= set(record.library_versions)
     assert record.device.kind == pb.DEVICE_KIND_CPU
     components = {p.component for p in record.precisions}
     assert {"transformer", "vae", "text_encoder", "text_encoder_2"} <= components
