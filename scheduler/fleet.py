@@ -102,7 +102,6 @@ class FleetScheduler(Dispatch, ReplicaLifecycle, PlacementPlanner):
             with contextlib.suppress(TimeoutError):
                 await self.wait_until(lambda: not self.active_jobs(), timeout=remaining)
         self._stopping = True
-        await self._jobs.close()
         if self._planner is not None:
             self._planner.cancel()
             await asyncio.gather(self._planner, return_exceptions=True)
@@ -111,6 +110,9 @@ class FleetScheduler(Dispatch, ReplicaLifecycle, PlacementPlanner):
             slot.draining = True
             slot.stop.set()
         await asyncio.gather(*(slot.task for slot in slots if slot.task), return_exceptions=True)
+        # Last: the expiry timer is the one task left, and awaiting it must not give a replica
+        # loop a turn between the stop flag and the stop events above.
+        await self._jobs.close()
 
     def models(self) -> list[ModelStatus]:
         statuses = []
