@@ -34,15 +34,11 @@ class OpenStreamCloser(grpc.aio.ServerInterceptor):
     """``close()`` ends every open Health Watch and reflection stream with UNAVAILABLE."""
 
     def __init__(self) -> None:
-        self._closing: asyncio.Event | None = None  # made on the server's loop, on first use
+        # An asyncio.Event binds to a loop on first use (Python >= 3.10), not when made.
+        self._closing = asyncio.Event()
 
     def close(self) -> None:
-        self._event().set()
-
-    def _event(self) -> asyncio.Event:
-        if self._closing is None:
-            self._closing = asyncio.Event()
-        return self._closing
+        self._closing.set()
 
     async def intercept_service(
         self,
@@ -94,7 +90,7 @@ class OpenStreamCloser(grpc.aio.ServerInterceptor):
         return stream
 
     async def _until_closed(self, awaitable: Awaitable[T]) -> T:
-        closing = self._event()
+        closing = self._closing
         if closing.is_set():
             raise _Closed
         work = asyncio.ensure_future(awaitable)

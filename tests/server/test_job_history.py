@@ -36,9 +36,9 @@ def params(seed: int) -> pb.GenerationParameters:
     )
 
 
-@pytest.fixture(scope="module")
-def budget_server() -> Iterator[ServerThread]:
-    server = ServerThread(
+def budget_server_thread() -> ServerThread:
+    """A demo server with a small history budget and no per-caller limits (one test client)."""
+    return ServerThread(
         demo_settings(
             job_history_max_mib=BUDGET_MIB,
             queue_capacity=JOBS,
@@ -46,6 +46,11 @@ def budget_server() -> Iterator[ServerThread]:
             max_streams_per_caller=0,
         )
     ).start()
+
+
+@pytest.fixture(scope="module")
+def budget_server() -> Iterator[ServerThread]:
+    server = budget_server_thread()
     yield server
     server.stop()
 
@@ -91,14 +96,7 @@ def run_jobs(server: ServerThread, seeds: range) -> list[str]:
 def test_a_thousand_finished_jobs_with_previews_stay_within_the_budget():
     # A server of its own, so that nothing another test left behind is counted. The server runs
     # in this process (its workers denoise elsewhere), so tracemalloc sees everything it keeps.
-    server = ServerThread(
-        demo_settings(
-            job_history_max_mib=BUDGET_MIB,
-            queue_capacity=JOBS,
-            max_queued_per_caller=0,
-            max_streams_per_caller=0,
-        )
-    ).start()
+    server = budget_server_thread()
     tracemalloc.start()
     try:
         run_jobs(server, range(PARALLEL))  # channels, stubs and codecs exist before the baseline
