@@ -9,11 +9,12 @@ error map (server/errors.py) and job lifetimes are the same whichever port a cal
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 import grpc
 from connectrpc.code import Code
+from connectrpc.compression import Compression
 from connectrpc.errors import ConnectError
 from connectrpc.method import IdempotencyLevel, MethodInfo
 from connectrpc.request import RequestContext
@@ -76,6 +77,7 @@ class ServiceApplication(ConnectASGIApplication[Any]):
         servicer: object,
         read_max_bytes: int,
         keys: KeyRing | None = None,
+        compressions: Iterable[Compression] | None = None,
     ) -> None:
         self._path = f"/{descriptor.full_name}"
         endpoints = {
@@ -83,7 +85,10 @@ class ServiceApplication(ConnectASGIApplication[Any]):
             for method in descriptor.methods
         }
         super().__init__(
-            service=servicer, endpoints=lambda _svc: endpoints, read_max_bytes=read_max_bytes
+            service=servicer,
+            endpoints=lambda _svc: endpoints,
+            read_max_bytes=read_max_bytes,
+            compressions=compressions,
         )
 
     @property
@@ -133,10 +138,13 @@ def service_applications(
     servicers: Mapping[ServiceDescriptor, object],
     read_max_bytes: int,
     keys: KeyRing | None = None,
+    compressions: Iterable[Compression] | None = None,
 ) -> dict[str, ServiceApplication]:
-    """URL path prefix (``/pointillist.v1.JobService``) to the service's application."""
+    """URL path prefix (``/pointillist.v1.JobService``) to the service's application;
+    ``compressions``: what request bodies may be compressed with (None: connect-python's
+    default, gzip)."""
     apps = [
-        ServiceApplication(descriptor, servicer, read_max_bytes, keys)
+        ServiceApplication(descriptor, servicer, read_max_bytes, keys, compressions)
         for descriptor, servicer in servicers.items()
     ]
     return {app.path: app for app in apps}

@@ -7,6 +7,11 @@ The gRPC port answers the same bodies with INVALID_ARGUMENT (server/malformed_re
 here the codecs connect-python's server looks up are wrapped: a failed decode raises the same
 status, built by server/errors.py from the same FieldViolation, naming the field where the JSON
 parser says which one it was.
+
+A compressed body is decompressed before it is decoded (Connect unary: ``Content-Encoding``;
+Connect streaming and gRPC-Web: each frame with the compressed flag), and bytes that are not
+valid gzip end the call as ``unknown`` too: so the compressions the applications are built with
+(``compressions``) are wrapped the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any, cast
 
 from connectrpc import _server_async
 from connectrpc._codec import Codec
+from connectrpc._compression import resolve_compressions
+from connectrpc.compression import Compression
 from connectrpc.errors import ConnectError
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -55,10 +62,45 @@ class LenientDecodeCodec:
             raise invalid_argument(violation or malformed_violation(descriptor.full_name)) from None
 
 
-def invalid_argument(violation: FieldViolation) -> ConnectError:
-    """The ConnectError the gRPC port's status for ``violation`` becomes on this port."""
+class LenientCompression:
+    """A compression whose decompress failures are the caller's INVALID_ARGUMENT."""
+
+    def __init__(self, inner: Compression) -> None:
+        self._inner = inner
+
+    def name(self) -> str:
+        return self._inner.name()
+
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        return self._inner.compress(data)
+
+    def decompress(self, data: bytes | bytearray | memoryview) -> bytes:
+        try:
+            return self._inner.decompress(data)
+        # Also pure: gzip raises BadGzipFile (an OSError), EOFError or zlib.error, brotli its
+        # error, zstandard ZstdError; all of them mean the caller's bytes.
+        except Exception as exc:
+            name = self._inner.name()
+            violation = FieldViolation("request", f"is not valid {name}")
+            message = f"the request body is not valid {name}: {exc}"
+            raise invalid_argument(violation, message) from None
+
+
+def compressions() -> list[Compression]:
+    """connect-python's default compressions (gzip), each a LenientCompression; identity is
+    added by connect-python itself (it decompresses nothing)."""
+    return [
+        LenientCompression(compression)
+        for name, compression in resolve_compressions(None).items()
+        if name != "identity"
+    ]
+
+
+def invalid_argument(violation: FieldViolation, message: str | None = None) -> ConnectError:
+    """The ConnectError the gRPC port's status for ``violation`` becomes on this port
+    (``message`` in place of the status's, where given)."""
     status = errors.status_for(InvalidRequestError([violation]))
-    return ConnectError(connect_code(status.code), status.details, rich_details(status))
+    return ConnectError(connect_code(status.code), message or status.details, rich_details(status))
 
 
 def json_violation(text: str, descriptor: Descriptor | None) -> FieldViolation:

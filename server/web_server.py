@@ -90,7 +90,9 @@ def build_application(
     """The ASGI app: services, the page, and CORS for ``allowed_origins`` (none: same origin
     only; ``*``: any). With ``keys``, RPCs need an API key exactly as on the gRPC port."""
     web_decoding.install()  # undecodable bodies: INVALID_ARGUMENT, as on the gRPC port
-    app: ASGIApp = WebApplication(service_applications(servicers, read_max_bytes, keys), page)
+    # and so are compressed bodies that do not decompress
+    services = service_applications(servicers, read_max_bytes, keys, web_decoding.compressions())
+    app: ASGIApp = WebApplication(services, page)
     if allowed_origins:
         app = CORSMiddleware(
             app,

@@ -19,6 +19,11 @@ CONNECT_UNARY = "connect-unary"
 CONNECT_STREAM = "connect-stream"
 GRPC_WEB = "grpc-web"
 PROTOCOLS = (CONNECT_UNARY, CONNECT_STREAM, GRPC_WEB)
+_ENCODING_HEADERS = {
+    CONNECT_UNARY: "content-encoding",
+    CONNECT_STREAM: "connect-content-encoding",
+    GRPC_WEB: "grpc-encoding",
+}
 
 
 @dataclass
@@ -44,10 +49,18 @@ def content_type(protocol: str, codec: str) -> str:
 
 
 def call(
-    base_url: str, method: str, protocol: str, codec: str, body: bytes, timeout_ms: int = 120_000
+    base_url: str,
+    method: str,
+    protocol: str,
+    codec: str,
+    body: bytes,
+    timeout_ms: int = 120_000,
+    compression: str | None = None,
 ) -> Outcome:
     """POST ``body`` (enveloped, for the streaming protocols) to ``method`` and read the end.
-    ``timeout_ms`` is the call's deadline (a body that happens to be valid runs a real job)."""
+    ``timeout_ms`` is the call's deadline (a body that happens to be valid runs a real job).
+    ``compression`` names the encoding ``body`` claims to be in (sent as is, in a frame with
+    the compressed flag for the streaming protocols)."""
     parts = urlsplit(base_url)
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=300)
     headers = {
@@ -55,8 +68,10 @@ def call(
         "connect-timeout-ms": str(timeout_ms),
         "grpc-timeout": f"{timeout_ms}m",
     }
+    if compression is not None:
+        headers[_ENCODING_HEADERS[protocol]] = compression
     if protocol != CONNECT_UNARY:
-        body = envelope(body)
+        body = envelope(body, flags=0 if compression is None else 1)
     try:
         connection.request("POST", method, body=body, headers=headers)
         response = connection.getresponse()
