@@ -277,14 +277,34 @@ def _device_snapshot(inventory: Any, device_name: str) -> Any:
     return devices[0]
 
 
+def _side_by_side(
+    model: str, precision: str, args: argparse.Namespace, count: int
+) -> list[dict[str, Any]]:
+    """``count`` fresh replicas load side by side, then each makes ``--images`` images."""
+    replicas = [Replica(model, precision, args) for _ in range(count)]
+    try:
+        for each in replicas:
+            each.next_report()
+        for each in replicas:
+            each.send(f"go {args.images}")
+        return [each.next_report() for each in replicas]
+    finally:
+        for each in replicas:
+            each.stop()
+
+
 def measure(model: str, precision: str, args: argparse.Namespace, inventory: Any) -> dict[str, Any]:
     from scheduler.placement import ModelDemand, device_capacities, place
 
     first = Replica(model, precision, args)
+    done: list[dict[str, Any]] = []
     try:
         loaded = first.next_report()
         device = _device_snapshot(inventory, args.device)
         footprint = inventory.process_memory(device.id, first.pid)
+        if args.max_replicas == 0:  # the quick form: this replica alone makes the images
+            first.send(f"go {args.images}")
+            done = [first.next_report()]
     finally:
         first.stop()
     if not footprint:
@@ -294,16 +314,8 @@ def measure(model: str, precision: str, args: argparse.Namespace, inventory: Any
     plan = place([capacity], [ModelDemand("bench", footprint, min_replicas=0)])
     packed = plan.count(device.id, "bench")
     side_by_side = max(1, min(packed, args.max_replicas))
-    replicas = [Replica(model, precision, args) for _ in range(side_by_side)]
-    try:
-        for each in replicas:
-            each.next_report()
-        for each in replicas:
-            each.send(f"go {args.images}")
-        done = [each.next_report() for each in replicas]
-    finally:
-        for each in replicas:
-            each.stop()
+    if not done:
+        done = _side_by_side(model, precision, args, side_by_side)
     wall = max(d["ended"] for d in done) - min(d["started"] for d in done)
     images = args.images * side_by_side
     return {
@@ -389,7 +401,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--images", type=int, default=2, help="images per replica side by side")
-    parser.add_argument("--max-replicas", type=int, default=8)
+    parser.add_argument(
+        "--max-replicas",
+        type=int,
+        default=8,
+        help="most replicas run side by side; 0: the measured replica makes the images alone "
+        "(one process per precision: the quick form)",
+    )
     parser.add_argument(
         "--compile",
         choices=("off", "on", "both"),

@@ -15,9 +15,9 @@ python="${PYTHON:-.venv/bin/python}"
 out="out/gpu-check"
 mkdir -p "$out"
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$PWD/$out/inductor}"
-# The quick size: SD3.5 Medium's architecture (random weights) at 512x512, 4 steps; one replica
-# side by side, so each precision starts two processes.
-bench_args=${GPU_CHECK_BENCH:-"--arch medium --size 512 --steps 4 --runs 3 --images 2 --max-replicas 1"}
+# The quick size: SD3.5 Medium's architecture (random weights) at 512x512, 4 steps; the measured
+# replica makes the images itself (--max-replicas 0), so each of the 6 rows is one process.
+bench_args=${GPU_CHECK_BENCH:-"--arch medium --size 512 --steps 4 --runs 3 --images 2 --max-replicas 0"}
 started=$SECONDS
 status=0
 
