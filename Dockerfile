@@ -29,7 +29,9 @@ CMD ["serve", "--address", "0.0.0.0:50051"]
 # --- GPU: CUDA runtime, torch's CUDA build from PyPI ---------------------------------------------
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS gpu
 ENV DEBIAN_FRONTEND=noninteractive PIP_BREAK_SYSTEM_PACKAGES=1
+# gcc and the Python headers: Triton builds its kernel launcher with them (compile = true).
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip \
+    gcc python3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/pointillist
 COPY --from=source /src ./

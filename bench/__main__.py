@@ -158,6 +158,12 @@ REGISTRY: tuple[Benchmark, ...] = (
             "1",
         ),
     ),
+    Benchmark(
+        "compile-warmup",
+        "bench.compile_warmup",
+        "compiled demo replica: ready time on a cold vs a warm compile cache, and uncompiled",
+        ("--restarts", "1", "--size", "64"),
+    ),
     Benchmark("plot", "bench.plot", "throughput vs concurrency PNG from the records"),
 )
 

@@ -7,7 +7,11 @@
 For each model (an architecture with random weights, or the pipeline in ``--weights``) and each
 precision, in this order: bf16; ``fp8-weight-only`` (torchao weight-only FP8, random weights
 only); ``fp8`` (what the engine's policy picks on the device: torchao W8A8 on compute capability
->= 8.9, weight-only elsewhere, so on the CPU it equals the row above):
+>= 8.9, weight-only elsewhere, so on the CPU it equals the row above). With ``--compile both``
+(the default) each precision runs again as ``<precision>+compile``: the transformer under
+``torch.compile(dynamic=False)`` (random weights), or the engine's own ``compile = true`` at
+``--size`` (``--weights``); the compilation happens before the timing and is reported apart
+(``first call s``):
 
 1. A replica: a child process loads the model onto the device, warms up, and times ``--runs``
    denoising steps at ``--size`` with guidance (batch 2), or, with real weights, whole
@@ -40,6 +44,7 @@ from bench import record
 REPO = Path(__file__).resolve().parents[1]
 RESULT_PREFIX = "GPU_BENCH "
 PRECISIONS = ("bf16", "fp8-weight-only", "fp8")
+COMPILED = "+compile"  # a precision's compiled variant: "fp8+compile"
 # A pipeline folder loads through Engine.load, which takes a precision policy: no weight-only row.
 WEIGHTS_PRECISIONS = ("bf16", "fp8")
 RESERVE_BYTES = 1 << 30  # the scheduler keeps 1 GiB free on every GPU
@@ -50,10 +55,18 @@ READY_TIMEOUT_S = 1800.0
 # The replica (child process)
 
 
-def _load(model: str, precision: str, device_name: str) -> tuple[Any, Any]:
+def variants(precisions: Sequence[str], compile_mode: str) -> list[str]:
+    """The precisions, uncompiled ("off"), compiled ("on") or each both ways ("both")."""
+    ways = {"off": ("",), "on": (COMPILED,), "both": ("", COMPILED)}[compile_mode]
+    return [precision + way for precision in precisions for way in ways]
+
+
+def _load(model: str, variant: str, device_name: str, size: int) -> tuple[Any, Any]:
     """(step function, object to keep alive) for ``model`` on the device."""
     import torch
 
+    precision = variant.removesuffix(COMPILED)
+    compiled = variant.endswith(COMPILED)
     device = torch.device(device_name)
     if model.startswith("arch:"):
         from bench.fp8_step_latency import build, fp8_mode, step_inputs
@@ -66,14 +79,22 @@ def _load(model: str, precision: str, device_name: str) -> tuple[Any, Any]:
             mode = fp8_torchao.Fp8Mode.WEIGHT_ONLY if weight_only else fp8_mode(device)
             fp8_torchao.quantize_fp8(transformer, mode)  # on the CPU, as the engine does
         transformer.to(device)
+        if compiled:
+            # Compiles on its first call (replica() times it apart): one graph, static shapes.
+            return torch.compile(transformer, dynamic=False), step_inputs
         return transformer, step_inputs
     from engine.config import ModelConfig, PrecisionPolicy
     from engine.engine import Engine
 
-    engine = Engine.load(
-        ModelConfig("bench", source=model, precision=PrecisionPolicy(precision), device=device_name)
+    config = ModelConfig(
+        "bench",
+        source=model,
+        precision=PrecisionPolicy(precision),
+        device=device_name,
+        compile=compiled,
+        compile_sizes=((size, size),),
     )
-    return engine, None
+    return Engine.load(config), None
 
 
 def _sync(device_name: str) -> None:
@@ -111,23 +132,39 @@ def _one_image(model: Any, step_inputs: Any, device_name: str, size: int, steps:
 
 def replica(model: str, precision: str, device_name: str, size: int, steps: int, runs: int) -> None:
     """Child: load, warm up, time; report; wait for ``go``; make images; report; wait to end."""
-    loaded, step_inputs = _load(model, precision, device_name)
+    loaded, step_inputs = _load(model, precision, device_name, size)
     samples: list[float] = []
+    started = time.perf_counter()
     if step_inputs is not None:
         import torch
 
         from bench.fp8_step_latency import time_steps
 
-        samples = time_steps(loaded, step_inputs(size, torch.device(device_name)), runs)
+        inputs = step_inputs(size, torch.device(device_name))
+        with torch.inference_mode():
+            loaded(**inputs, return_dict=False)  # the first call: compiles when compiled
+        _sync(device_name)
+        first_call_s = time.perf_counter() - started
+        samples = time_steps(loaded, inputs, runs)
         unit = "step"
     else:
+        loaded.compile_transformer()  # nothing without compile
         _one_image(loaded, None, device_name, size, 2)  # warm-up
+        first_call_s = time.perf_counter() - started
         for _ in range(runs):
             started = time.perf_counter()
             _one_image(loaded, None, device_name, size, steps)
             samples.append(time.perf_counter() - started)
         unit = "image"
-    _report({"event": "loaded", "unit": unit, "samples_s": samples, **_torch_memory(device_name)})
+    _report(
+        {
+            "event": "loaded",
+            "unit": unit,
+            "samples_s": samples,
+            "first_call_s": first_call_s,
+            **_torch_memory(device_name),
+        }
+    )
     for line in sys.stdin:
         command, *args = line.split()
         if command == "go":
@@ -240,14 +277,34 @@ def _device_snapshot(inventory: Any, device_name: str) -> Any:
     return devices[0]
 
 
+def _side_by_side(
+    model: str, precision: str, args: argparse.Namespace, count: int
+) -> list[dict[str, Any]]:
+    """``count`` fresh replicas load side by side, then each makes ``--images`` images."""
+    replicas = [Replica(model, precision, args) for _ in range(count)]
+    try:
+        for each in replicas:
+            each.next_report()
+        for each in replicas:
+            each.send(f"go {args.images}")
+        return [each.next_report() for each in replicas]
+    finally:
+        for each in replicas:
+            each.stop()
+
+
 def measure(model: str, precision: str, args: argparse.Namespace, inventory: Any) -> dict[str, Any]:
     from scheduler.placement import ModelDemand, device_capacities, place
 
     first = Replica(model, precision, args)
+    done: list[dict[str, Any]] = []
     try:
         loaded = first.next_report()
         device = _device_snapshot(inventory, args.device)
         footprint = inventory.process_memory(device.id, first.pid)
+        if args.max_replicas == 0:  # the quick form: this replica alone makes the images
+            first.send(f"go {args.images}")
+            done = [first.next_report()]
     finally:
         first.stop()
     if not footprint:
@@ -257,22 +314,15 @@ def measure(model: str, precision: str, args: argparse.Namespace, inventory: Any
     plan = place([capacity], [ModelDemand("bench", footprint, min_replicas=0)])
     packed = plan.count(device.id, "bench")
     side_by_side = max(1, min(packed, args.max_replicas))
-    replicas = [Replica(model, precision, args) for _ in range(side_by_side)]
-    try:
-        for each in replicas:
-            each.next_report()
-        for each in replicas:
-            each.send(f"go {args.images}")
-        done = [each.next_report() for each in replicas]
-    finally:
-        for each in replicas:
-            each.stop()
+    if not done:
+        done = _side_by_side(model, precision, args, side_by_side)
     wall = max(d["ended"] for d in done) - min(d["started"] for d in done)
     images = args.images * side_by_side
     return {
         "unit": loaded["unit"],
         "latency_samples_s": loaded["samples_s"],
         "latency_median_s": record.median(loaded["samples_s"]),
+        "first_call_s": loaded["first_call_s"],
         "footprint_bytes": footprint,
         "torch_max_allocated_bytes": loaded.get("torch_max_allocated_bytes"),
         "device": device.name,
@@ -292,7 +342,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models = [args.weights] if args.weights else [f"arch:{arch}" for arch in args.arch]
     results: dict[str, Any] = {"memory_source": source, "models": {}}
     for model in models:
-        precisions = WEIGHTS_PRECISIONS if args.weights else PRECISIONS
+        precisions = variants(WEIGHTS_PRECISIONS if args.weights else PRECISIONS, args.compile)
         results["models"][model] = {p: measure(model, p, args, inventory) for p in precisions}
     print(record.table(table_rows(results, args)))
     settings = {
@@ -311,15 +361,17 @@ def table_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Sequen
             "precision",
             f"{args.size}² latency s",
             "per",
+            "first call s",
             "replica GiB",
             "packed/GPU",
             "run",
             f"img/min/GPU ({args.steps} steps)",
-            "fp8/bf16 latency",
+            "latency / bf16",
         )
     ]
     for model, by_precision in results["models"].items():
-        bf16 = by_precision["bf16"]
+        # The baseline: uncompiled bf16 (compiled bf16 with --compile on).
+        bf16 = by_precision.get("bf16") or by_precision["bf16" + COMPILED]
         for precision, found in by_precision.items():
             rows.append(
                 (
@@ -327,6 +379,7 @@ def table_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Sequen
                     precision,
                     f"{found['latency_median_s']:.4f}",
                     found["unit"],
+                    f"{found['first_call_s']:.1f}",
                     f"{found['footprint_bytes'] / 2**30:.2f}",
                     str(found["replicas_packed"]),
                     str(found["replicas_run_side_by_side"]),
@@ -348,7 +401,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--images", type=int, default=2, help="images per replica side by side")
-    parser.add_argument("--max-replicas", type=int, default=8)
+    parser.add_argument(
+        "--max-replicas",
+        type=int,
+        default=8,
+        help="most replicas run side by side; 0: the measured replica makes the images alone "
+        "(one process per precision: the quick form)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=("off", "on", "both"),
+        default="both",
+        help="each precision uncompiled, compiled (torch.compile), or both ways",
+    )
     parser.add_argument("--out", type=Path, default=record.DEFAULT_OUT)
     parser.add_argument("--replica", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -23,6 +23,13 @@ class PrecisionPolicy(StrEnum):
     FP32 = "fp32"
 
 
+class OtherSizes(StrEnum):
+    """What a compiled model does with a request of a size it has no compiled graph for."""
+
+    UNCOMPILED = "uncompiled"  # run it on the eager transformer
+    REFUSE = "refuse"  # INVALID_ARGUMENT, naming the compiled sizes (server.validation)
+
+
 @dataclass(frozen=True)
 class ModelLimits:
     """The largest request a model accepts."""
@@ -78,6 +85,18 @@ class ModelConfig:
     max_replicas: int | None = None
     # Bytes of prompt embeddings each replica keeps on the CPU (0 turns the cache off).
     embedding_cache_bytes: int = DEFAULT_EMBEDDING_CACHE_BYTES
+    # The transformer under torch.compile (engine.compiled): one graph per (width, height) in
+    # compile_sizes (empty: the default size), compiled at warm-up; other sizes run eager or
+    # are refused, as compile_other_sizes says.
+    compile: bool = False
+    compile_sizes: tuple[tuple[int, int], ...] = ()
+    compile_other_sizes: OtherSizes = OtherSizes.UNCOMPILED
+
+    def compiled_sizes(self) -> tuple[tuple[int, int], ...]:
+        """The (width, height) pairs the transformer is compiled for; none without compile."""
+        if not self.compile:
+            return ()
+        return self.compile_sizes or ((self.defaults.width, self.defaults.height),)
 
     def largest_request(self, steps: int = 2) -> GenerationSpec:
         """The biggest request the limits allow (a short one): warming up with it makes the

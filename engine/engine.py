@@ -27,6 +27,7 @@ Batching and identical results. Each member gets the image bytes it would get al
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ from PIL import Image
 from engine import fp8
 from engine.batch_invariance import make_batch_invariant
 from engine.batch_outcomes import BatchOutcome, BatchOutcomes, OutcomeCallback
+from engine.compiled import CompiledTransformer
 from engine.config import ModelConfig
 from engine.embedding_cache import EmbeddingCache, EmbeddingKey, PromptEmbeddings
 from engine.image_encoding import encode_image
@@ -104,6 +106,9 @@ class Engine:
         )
         # A member of a batch must get the bits it would get alone (see the module docstring).
         make_batch_invariant(pipe.transformer)
+        # Installed after the patches above, so the compiled graphs trace the patched layers.
+        sizes = config.compiled_sizes()
+        self.compiled = CompiledTransformer(pipe.transformer, len(sizes)) if sizes else None
         self.pipelines = ModePipelines(pipe)
         # One pipeline object must not run twice at once: the scheduler's step index is shared.
         self._lock = threading.Lock()
@@ -154,24 +159,52 @@ class Engine:
         (widest, tallest, most images, few steps) so the memory measured afterwards covers the
         worst case. Without, ``WARM_UP_STEPS`` steps at the model's default size, previews on.
         Then image-to-image and inpainting run once each, one image and one step
-        (``engine.image_modes.image_mode_warm_ups``).
+        (``engine.image_modes.image_mode_warm_ups``). A compiled model compiles first
+        (``compile_transformer``).
         """
+        self.compile_transformer()
         if spec is None:
             defaults = self.config.defaults
-            spec = GenerationSpec(
-                model=self.config.id,
-                prompt="warm-up",
-                negative_prompt="",
-                width=defaults.width,
-                height=defaults.height,
-                steps=WARM_UP_STEPS,
-                guidance_scale=defaults.guidance_scale,
-                seed=0,
+            spec = dataclasses.replace(
+                self._short_request(defaults.width, defaults.height),
                 # Previews on, so their projection and JPEG path is warm as well.
                 preview=PreviewSettings(every_n_steps=1),
             )
         for request in [spec, *image_mode_warm_ups(spec)]:
             self.generate(request, on_event=lambda event: None, should_stop=lambda: False)
+
+    def compile_transformer(self) -> None:
+        """With ``compile``: compiles the transformer for a one-image request at each of the
+        model's compiled sizes, text-to-image and inpainting (``engine.compiled``). Part of the
+        warm-up, so before the replica reports ready and before its footprint is measured."""
+        if self.compiled is None:
+            return
+        started = time.perf_counter()
+        with self.compiled.compiling():
+            for width, height in self.config.compiled_sizes():
+                spec = self._short_request(width, height)
+                inpainting = image_mode_warm_ups(spec)[-1]
+                for request in (spec, inpainting):
+                    self.generate(request, on_event=lambda event: None, should_stop=lambda: False)
+        logger.info(
+            "model %s: transformer compiled for %s in %.1f s",
+            self.config.id,
+            ", ".join(f"{w}x{h}" for w, h in self.config.compiled_sizes()),
+            time.perf_counter() - started,
+        )
+
+    def _short_request(self, width: int, height: int) -> GenerationSpec:
+        """A one-image ``WARM_UP_STEPS`` request at this size, the model's default guidance."""
+        return GenerationSpec(
+            model=self.config.id,
+            prompt="warm-up",
+            negative_prompt="",
+            width=width,
+            height=height,
+            steps=WARM_UP_STEPS,
+            guidance_scale=self.config.defaults.guidance_scale,
+            seed=0,
+        )
 
     def generate(
         self,

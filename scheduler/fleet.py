@@ -69,7 +69,13 @@ class FleetScheduler(Dispatch, ReplicaLifecycle, PlacementPlanner):
                 config=config,
                 queue=FairQueue(self.settings.queue_capacity),
                 first_ready=loop.create_future(),
-                oom=OomLimits(self.settings.max_batch_size, self.settings.oom_cooldown_s),
+                # A compiled model runs one request at a time: its graphs are a lone request's
+                # shapes (engine.compiled), and a batch would run eager, so a member's image
+                # would depend on whether it was batched.
+                oom=OomLimits(
+                    1 if config.compile else self.settings.max_batch_size,
+                    self.settings.oom_cooldown_s,
+                ),
                 step_clock=StepClock(
                     self.settings.watchdog_factor,
                     self.settings.watchdog_floor_s,

@@ -38,5 +38,9 @@ class FleetSettings:
     # How long an out-of-memory error's lowered batch size or replica cap lasts
     # (scheduler/oom_limits.py); a device whose free memory grows lifts its cap sooner.
     oom_cooldown_s: float = 60.0
+    # Inductor's cache for compiled models (``compile = true``), passed to their workers as
+    # TORCHINDUCTOR_CACHE_DIR: kept across restarts, it spares a replica's warm-up the code
+    # generation. "" leaves inductor's own default (a folder under the system's temp dir).
+    compile_cache_dir: str = "~/.cache/pointillist/inductor"
     # Extra environment for every worker (e.g. POINTILLIST_CPU_THREADS, fault injection).
     worker_env: dict[str, str] = field(default_factory=dict)

@@ -15,6 +15,7 @@ from engine.config import (
     ModelConfig,
     ModelDefaults,
     ModelLimits,
+    OtherSizes,
     PrecisionPolicy,
     demo_model_config,
 )
@@ -22,6 +23,7 @@ from scheduler.fleet import FleetSettings
 from server.auth import ApiKey, Role
 from server.caller_identity import trusted_networks
 from server.tls import TlsConfigError, server_credentials
+from server.validation import MIN_SIDE, SIDE_MULTIPLE
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -110,6 +112,9 @@ _MODEL_KEYS = {
     "min_replicas",
     "max_replicas",
     "embedding_cache_mib",
+    "compile",
+    "compile_sizes",
+    "compile_other_sizes",
 }
 
 
@@ -282,6 +287,7 @@ def _model_config(entry: Mapping[str, Any], index: int) -> ModelConfig:
     embedding_cache_mib = entry.get("embedding_cache_mib", DEFAULT_EMBEDDING_CACHE_BYTES / 2**20)
     if not isinstance(embedding_cache_mib, int | float) or embedding_cache_mib < 0:
         raise ConfigError(f"{where}: embedding_cache_mib must be a number >= 0")
+    compile_sizes, other_sizes = _compile_options(entry, where, limits)
     return ModelConfig(
         id=str(entry["id"]),
         min_replicas=min_replicas,
@@ -293,7 +299,51 @@ def _model_config(entry: Mapping[str, Any], index: int) -> ModelConfig:
         limits=limits,
         defaults=defaults,
         embedding_cache_bytes=int(embedding_cache_mib * 2**20),
+        compile=entry.get("compile", False),
+        compile_sizes=compile_sizes,
+        compile_other_sizes=other_sizes,
     )
+
+
+def _compile_options(
+    entry: Mapping[str, Any], where: str, limits: ModelLimits
+) -> tuple[tuple[tuple[int, int], ...], OtherSizes]:
+    """``compile_sizes`` (``[[width, height], ...]``) and ``compile_other_sizes``, checked."""
+    if not isinstance(entry.get("compile", False), bool):
+        raise ConfigError(f"{where}: compile must be true or false")
+    if not entry.get("compile", False):
+        given = {"compile_sizes", "compile_other_sizes"} & set(entry)
+        if given:
+            raise ConfigError(f"{where}: {', '.join(sorted(given))} need compile = true")
+    sizes = []
+    raw_sizes = entry.get("compile_sizes", [])
+    if not isinstance(raw_sizes, list):
+        raise ConfigError(f"{where}: compile_sizes must be a list of [width, height] pairs")
+    for size in raw_sizes:
+        if not (
+            isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)
+        ):
+            raise ConfigError(f"{where}: compile_sizes must be [width, height] pairs, got {size}")
+        width, height = size
+        if not (
+            width % SIDE_MULTIPLE == 0
+            and height % SIDE_MULTIPLE == 0
+            and MIN_SIDE <= width <= limits.max_width
+            and MIN_SIDE <= height <= limits.max_height
+        ):
+            raise ConfigError(
+                f"{where}: compile_sizes {width}x{height} is not a size the model accepts "
+                f"(multiples of {SIDE_MULTIPLE}, {MIN_SIDE} to "
+                f"{limits.max_width}x{limits.max_height})"
+            )
+        sizes.append((width, height))
+    try:
+        other_sizes = OtherSizes(entry.get("compile_other_sizes", "uncompiled"))
+    except ValueError:
+        raise ConfigError(
+            f"{where}: compile_other_sizes must be 'uncompiled' or 'refuse'"
+        ) from None
+    return tuple(dict.fromkeys(sizes)), other_sizes
 
 
 def _single_model_override(overrides: dict[str, Any]) -> ModelConfig | None:

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from engine.config import ModelConfig
+from engine.config import ModelConfig, OtherSizes
 from engine.job import GenerationSpec, ImageFormat, PreviewSettings
 from pointillist.v1 import generation_pb2 as pb
 from scheduler.errors import UnknownModelError
@@ -117,6 +117,15 @@ def resolve_parameters(
             name,
             f"must be between {MIN_SIDE} and {largest} for model {model_id!r}, got {value}",
         )
+    compiled = model.compiled_sizes()
+    check(
+        not compiled
+        or model.compile_other_sizes is not OtherSizes.REFUSE
+        or (width, height) in compiled,
+        "",
+        f"model {model_id!r} serves only the sizes its transformer is compiled for "
+        f"({', '.join(f'{w}x{h}' for w, h in compiled)}), got {width}x{height}",
+    )
     steps = params.steps or defaults.steps
     check(
         steps <= limits.max_steps,

@@ -78,3 +78,9 @@ def nothing_left_running(request: pytest.FixtureRequest) -> Iterator[None]:
         for job in server.active_jobs():
             server.wait_job_finished(job.id, timeout=60)
         assert server.active_jobs() == []
+
+
+@pytest.fixture(scope="session")
+def compile_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One inductor cache for every compiled replica of the session: one cold compile in all."""
+    return str(tmp_path_factory.mktemp("inductor-cache"))

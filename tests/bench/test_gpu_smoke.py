@@ -27,6 +27,8 @@ def test_gpu_benchmark_cpu_form_measures_packs_and_counts_images(tmp_path, capsy
             "1",
             "--max-replicas",
             "1",
+            "--compile",
+            "off",  # the compiled rows are the same code path plus torch.compile: on the GPU
             "--out",
             str(tmp_path),
         ]
@@ -51,3 +53,9 @@ def test_gpu_benchmark_cpu_form_measures_packs_and_counts_images(tmp_path, capsy
 def test_gpu_benchmark_on_cuda_says_clearly_when_there_is_none():
     with pytest.raises(SystemExit, match="CUDA is not available"):
         gpu.main(["--arch", "tiny"])
+
+
+def test_each_precision_runs_uncompiled_compiled_or_both():
+    assert gpu.variants(("bf16", "fp8"), "both") == ["bf16", "bf16+compile", "fp8", "fp8+compile"]
+    assert gpu.variants(("bf16",), "on") == ["bf16+compile"]
+    assert gpu.variants(("bf16",), "off") == ["bf16"]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from engine import fp8
 from engine.config import PrecisionPolicy, demo_model_config
@@ -58,3 +61,31 @@ def test_fp8_checkpoint_on_cuda_matches_quantize_at_load(
     a = from_folder.generate(spec, lambda event: None, lambda: False)
     b = cuda_engine.generate(spec, lambda event: None, lambda: False)
     assert a.images[0].data == b.images[0].data
+
+
+def test_a_compiled_cuda_engine_gives_the_eager_image_within_the_tolerance(
+    cuda_engine: Engine, make_spec: SpecFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CPU test's tolerance (tests/server/test_compiled_replica.py); on a GPU, with FP8 W8A8
+    # where the capability allows, not measured yet: scripts/gpu-check.sh runs this.
+    from tests.server.test_compiled_replica import MAX_TOLERANCE, MEAN_TOLERANCE
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    config = dataclasses.replace(
+        demo_model_config(), device="cuda", compile=True, compile_sizes=((64, 64),)
+    )
+    compiled = Engine.load(config)
+    compiled.warm_up(make_spec())
+    assert compiled.compiled is not None and compiled.compiled.shapes
+    spec = make_spec(steps=4)
+    calls = compiled.compiled.compiled_calls
+    a = compiled.generate(spec, lambda event: None, lambda: False).images[0]
+    assert compiled.compiled.compiled_calls > calls  # the compiled graph ran
+    b = cuda_engine.generate(spec, lambda event: None, lambda: False).images[0]
+    difference = np.abs(pixels(a.data) - pixels(b.data))
+    print(f"\ncompiled vs eager on CUDA: mean {difference.mean():.2f}, largest {difference.max()}")
+    assert difference.mean() <= MEAN_TOLERANCE and difference.max() <= MAX_TOLERANCE
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import PrecisionPolicy
+from engine.config import OtherSizes, PrecisionPolicy
 from server.settings import DEFAULT_ADDRESS, ConfigError, load_settings
 
 CONFIG = """
@@ -107,6 +107,12 @@ def test_model_flags_serve_one_model_instead_of_the_list(tmp_path):
         ("[[models]]\nid = 'a'\nmin_replicas = 3\nmax_replicas = 2\n", "below min_replicas"),
         ("[[models]]\nid = 'a'\nmin_replicas = -1\n", "min_replicas must be"),
         ("not toml [", "pointillist.toml"),
+        ("[[models]]\nid = 'a'\ncompile = 'yes'\n", "compile must be true or false"),
+        ("[[models]]\nid = 'a'\ncompile_sizes = [[256, 256]]\n", "need compile = true"),
+        ("[[models]]\nid = 'a'\ncompile = true\ncompile_sizes = [256, 256]\n", "pairs"),
+        ("[[models]]\nid = 'a'\ncompile = true\ncompile_sizes = [[250, 256]]\n", "250x256"),
+        ("[[models]]\nid = 'a'\ncompile = true\ncompile_sizes = [[1024, 1024]]\n", "512x512"),
+        ("[[models]]\nid = 'a'\ncompile = true\ncompile_other_sizes = 'no'\n", "'refuse'"),
     ],
 )
 def test_malformed_config_says_what_is_wrong(tmp_path, text, words):
@@ -117,3 +123,32 @@ def test_malformed_config_says_what_is_wrong(tmp_path, text, words):
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_compile_options_default_to_the_default_size_and_eager_elsewhere(tmp_path):
+    text = """
+[scheduler]
+compile_cache_dir = "/var/cache/pointillist"
+
+[[models]]
+id = "plain"
+
+[[models]]
+id = "compiled"
+compile = true
+
+[[models]]
+id = "strict"
+compile = true
+compile_sizes = [[256, 256], [512, 384], [256, 256]]
+compile_other_sizes = "refuse"
+"""
+    settings = load_settings(write(tmp_path, text), environ={})
+
+    assert settings.scheduler.compile_cache_dir == "/var/cache/pointillist"
+    plain, compiled, strict = settings.models
+    assert not plain.compile and plain.compiled_sizes() == ()
+    assert compiled.compiled_sizes() == ((256, 256),)  # the demo's default size
+    assert compiled.compile_other_sizes is OtherSizes.UNCOMPILED
+    assert strict.compiled_sizes() == ((256, 256), (512, 384))
+    assert strict.compile_other_sizes is OtherSizes.REFUSE
