@@ -15,11 +15,11 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
+from bench.redis_process import RedisProcess
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from pointillist.v1 import jobs_pb2, jobs_pb2_grpc, status_pb2, status_pb2_grpc
 from tests.holds import HOLD_ENV, new_hold
-from tests.redis_process import RedisProcess
 from tests.server.test_lifecycle import SERVING, ServeProcess, watch_health
 
 LEASE_S = 3.0
