@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +16,15 @@ import pytest
 from grpc_status import rpc_status
 
 from bench.redis_process import RedisProcess
+from pointillist import Client
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from pointillist.v1 import jobs_pb2, jobs_pb2_grpc, status_pb2, status_pb2_grpc
+from scheduler.job import JobState as ServerJobState
+from server.background import ServerThread
+from tests.conftest import demo_settings
 from tests.holds import HOLD_ENV, new_hold
+from tests.server.test_job_ownership import ALICE, BOB, KEYS, OPS, not_found_text
 from tests.server.test_lifecycle import SERVING, ServeProcess, watch_health
 
 LEASE_S = 3.0
@@ -243,3 +248,40 @@ def test_a_killed_server_s_job_ends_unavailable_on_every_other_server(servers, c
         hold.release()  # the killed server's worker, if it outlived its parent, ends too
     finally:
         doomed.stop()
+
+
+def test_ownership_holds_across_servers(redis_url):
+    """With API keys, a job submitted on A by Alice is NOT_FOUND for Bob on B (get, watch,
+    cancel), exactly like an id that never existed; an admin key on B sees it."""
+    keyed = [
+        ServerThread(demo_settings(api_keys=KEYS, job_store=redis_url, job_lease_s=LEASE_S))
+        for _ in range(2)
+    ]
+    try:
+        a, b = (server.start() for server in keyed)
+        hold = new_hold("owned-shared")
+        with (
+            Client(a.address, api_key=ALICE, timeout=60) as alice_on_a,
+            Client(b.address, api_key=ALICE, timeout=60) as alice_on_b,
+            Client(b.address, api_key=BOB, timeout=60) as bob_on_b,
+            Client(b.address, api_key=OPS, timeout=60) as ops_on_b,
+        ):
+            job_id = alice_on_a.submit(hold.prompt, width=64, height=64, steps=4)
+            never = "0" * len(job_id)
+            calls: dict[str, Callable[[str], object]] = {
+                "get": bob_on_b.get_job,
+                "cancel": bob_on_b.cancel_job,
+                "watch": lambda job: bob_on_b.watch(job).result(),
+            }
+            for name, call in calls.items():
+                real, unknown = not_found_text(call, job_id), not_found_text(call, never)
+                assert real.replace(job_id, "<id>") == unknown.replace(never, "<id>"), name
+            assert ops_on_b.get_job(job_id).id == job_id  # an admin sees every job
+            assert alice_on_b.get_job(job_id).id == job_id
+            # Bob's cancel did nothing: the job still runs on A.
+            assert a.scheduler.get_job(job_id).state is ServerJobState.RUNNING
+            alice_on_b.cancel_job(job_id)  # the owner may cancel it from any server
+        assert a.wait_job_finished(job_id).state is ServerJobState.CANCELLED
+    finally:
+        for server in keyed:
+            server.stop()
