@@ -107,6 +107,8 @@ def test_model_flags_serve_one_model_instead_of_the_list(tmp_path):
         ("[[models]]\nid = 'a'\nmin_replicas = 3\nmax_replicas = 2\n", "below min_replicas"),
         ("[[models]]\nid = 'a'\nmin_replicas = -1\n", "min_replicas must be"),
         ("not toml [", "pointillist.toml"),
+        ("[server]\njob_store = 'postgres://x'\n", "job_store 'postgres://x'"),
+        ("[server]\njob_lease_s = 0\n", "job_lease_s must be above 0"),
     ],
 )
 def test_malformed_config_says_what_is_wrong(tmp_path, text, words):

@@ -5,6 +5,8 @@ job UNAVAILABLE everywhere; identical seeded requests run once across servers.""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +17,7 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
-from bench.redis_process import RedisProcess
+from bench.redis_process import RedisProcess, free_port
 from pointillist import Client
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
@@ -27,6 +29,7 @@ from tests.holds import HOLD_ENV, new_hold
 from tests.server.test_job_ownership import ALICE, BOB, KEYS, OPS, not_found_text
 from tests.server.test_lifecycle import SERVING, ServeProcess, watch_health
 
+SERVE = (sys.executable, "-m", "pointillist.cli", "serve")
 LEASE_S = 3.0
 POLL_S = 1.0  # scheduler.shared_jobs.POLL_S: a follower notices a lost lease within it
 WATCH_TIMEOUT_S = 120.0
@@ -285,3 +288,16 @@ def test_ownership_holds_across_servers(redis_url):
     finally:
         for server in keyed:
             server.stop()
+
+
+def test_a_server_whose_job_store_is_down_does_not_start(tmp_path):
+    """Its jobs would be invisible to the other servers: it says so and exits 1."""
+    closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    serve = subprocess.run(
+        [*SERVE, "--address", "127.0.0.1:0", "--job-store", closed, "--inventory", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert serve.returncode == 1
+    assert f"job store {closed}" in serve.stderr and "Traceback" not in serve.stderr
