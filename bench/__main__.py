@@ -71,6 +71,12 @@ REGISTRY: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "servers",
+        "bench.servers",
+        "images/s through one balancing client over 1, 2, 3 servers sharing a Redis job store",
+        ("--servers", "1", "2", "--concurrency", "2", "--requests", "2", "--steps", "2"),
+    ),
+    Benchmark(
         "ray-peer",
         "bench.ray_peer.benchmark",
         "pointillist vs Ray Serve, same demo pipeline and load, over gRPC",

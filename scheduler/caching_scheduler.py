@@ -21,6 +21,15 @@ A request with an explicit seed is deterministic, so its result can be kept and 
   is skipped, so no request fails because of the cache.
 
 Requests without a seed (``submit``) go straight to the scheduler behind.
+
+With a shared job space (``scheduler.shared_jobs``, ``job_store = "redis://..."``) every job
+returned here is written there, so other servers can watch, get and cancel it; a job unknown
+here is looked up there (``find_job``) and a cancel for it goes to the server running it. A
+flight's run is named there too: an identical seeded request on another server follows this
+server's run (a *remote flight*) instead of running again. Two servers that miss at the same
+moment both run (the name is taken first come, first served); if the remote run ends without a
+result (cancelled by its owner, its server gone), the members waiting here get a run of their
+own, as after a local handover.
 """
 
 from __future__ import annotations
@@ -31,14 +40,17 @@ import logging
 import time
 from collections.abc import Callable
 
+from redis.exceptions import RedisError
+
 from engine.job import GenerationOutput, GenerationSpec, LoadedModel, PreviewSettings, Timings
-from scheduler.errors import NotServingError, SchedulerError
+from scheduler.errors import NotServingError, SchedulerError, UnknownJobError
 from scheduler.interface import ModelStatus, Scheduler
 from scheduler.job import Job, JobEvent, JobState, short_id
 from scheduler.job_registry import JobRegistry
 from scheduler.result_codec import decode_output, encode_output
 from scheduler.result_key import produced_by, result_key
 from scheduler.result_store import ResultStore
+from scheduler.shared_jobs import SharedJobSpace
 from scheduler.single_flight import Flight
 from scheduler.status import SchedulerStatus
 
@@ -58,9 +70,11 @@ class CachingScheduler:
         store: ResultStore | None,
         job_retention_s: float = 600.0,
         job_history_max_mib: float = 256.0,
+        shared: SharedJobSpace | None = None,
     ) -> None:
         self.inner = inner
         self.store = store
+        self.shared = shared
         self.job_retention_s = job_retention_s
         # Counters, for the status page, tests and benchmarks.
         self.hits = 0
@@ -72,6 +86,7 @@ class CachingScheduler:
         self._flights: dict[tuple[str, PreviewSettings], Flight] = {}
         self._flight_of: dict[str, Flight] = {}  # a member's job id -> its flight
         self._flight_run: dict[str, Flight] = {}  # the scheduler's job id -> its flight
+        self._claims: dict[Flight, str] = {}  # a flight -> the run it named in the shared space
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
 
@@ -91,6 +106,8 @@ class CachingScheduler:
         await self._jobs.close()
         if self.store is not None:
             await self.store.close()
+        if self.shared is not None:  # last: every job's end is written before the lease goes
+            await self.shared.close()
 
     async def wait_until(self, condition: Callable[[], bool], timeout: float) -> None:
         await self.inner.wait_until(condition, timeout)
@@ -113,9 +130,11 @@ class CachingScheduler:
         caller: str = "",
     ) -> Job:
         """A request that is not deterministic (no explicit seed): never cached."""
-        return self.inner.submit(spec, deadline=deadline, priority=priority, caller=caller)
+        job = self.inner.submit(spec, deadline=deadline, priority=priority, caller=caller)
+        return self._share(job)
 
     async def cancel(self, job_id: str, *, deadline_exceeded: bool = False) -> None:
+        """Cancel a job of this server, or ask the one running it (raises UnknownJobError)."""
         job = self._jobs.get(job_id)
         if job is None:
             flight = self._flight_run.get(job_id)
@@ -123,7 +142,11 @@ class CachingScheduler:
                 flight.run_cancelled()  # members still waiting get the run handed over
                 if not flight.open:  # nobody waits: a newcomer must not attach to this run
                     self._leave(flight)
-            await self.inner.cancel(job_id, deadline_exceeded=deadline_exceeded)
+            try:
+                await self.inner.cancel(job_id, deadline_exceeded=deadline_exceeded)
+            except UnknownJobError:
+                if self.shared is None or not await self.shared.cancel(job_id, deadline_exceeded):
+                    raise
             return
         if job.state.finished:
             return
@@ -139,9 +162,38 @@ class CachingScheduler:
             await self.inner.cancel(flight.job.id)
 
     def get_job(self, job_id: str) -> Job:
+        """A job of this server; raises UnknownJobError (``find_job`` also asks the others)."""
         job = self._jobs.get(job_id)
         if job is None:
             return self.inner.get_job(job_id)
+        return job
+
+    async def find_job(self, job_id: str) -> Job:
+        """A job of this server, else of another server sharing the job space; raises
+        UnknownJobError, or NotServingError when the shared job space cannot be reached."""
+        try:
+            return self.get_job(job_id)
+        except UnknownJobError:
+            if self.shared is None:
+                raise
+        try:
+            remote = await self.shared.find(job_id)
+        except (RedisError, OSError) as exc:
+            raise NotServingError(
+                f"the shared job store cannot be reached ({type(exc).__name__}); retry"
+            ) from exc
+        if remote is None:
+            raise UnknownJobError(job_id)
+        return remote
+
+    async def visible_everywhere(self, job: Job) -> None:
+        """Return once ``job`` (returned by a submit) is in the shared job space, if any."""
+        if self.shared is not None:
+            await self.shared.recorded(job.id)
+
+    def _share(self, job: Job) -> Job:
+        if self.shared is not None:
+            self.shared.track(job)
         return job
 
     def status(self) -> SchedulerStatus:
@@ -173,20 +225,72 @@ class CachingScheduler:
             cached = await self._lookup(key)
             if cached is not None:
                 self.hits += 1
-                return self._served_from_cache(spec, cached, looked_up_at, priority, caller)
+                job = self._served_from_cache(spec, cached, looked_up_at, priority, caller)
+                return self._share(job)
             self.misses += 1
+        remote_run = None
+        if flight_key not in self._flights and self.shared is not None:
+            remote_run = await self._remote_run(flight_key)
         flight = self._flights.get(flight_key)  # one may have started while we looked
         if flight is not None and flight.open:
-            return self._attach(flight, spec, deadline, priority, caller)
+            return self._share(self._attach(flight, spec, deadline, priority, caller))
+        if remote_run is not None:
+            flight = self._open(Flight(key, flight_key, remote_run, loaded, remote=True))
+            return self._share(self._attach(flight, spec, deadline, priority, caller))
         job = self.inner.submit(spec, deadline=deadline, priority=priority, caller=caller)
-        flight = Flight(key, flight_key, job, loaded)
-        self._flights[flight_key] = flight
-        self._flight_run[job.id] = flight
+        flight = self._open(Flight(key, flight_key, job, loaded))
         self.flights_started += 1
-        task = asyncio.create_task(self._fly(flight), name=f"flight-{job.id}")
+        self._share(job)
+        if self.shared is not None:
+            await self._claim(flight)
+        return job
+
+    def _open(self, flight: Flight) -> Flight:
+        self._flights[flight.flight_key] = flight
+        self._flight_run[flight.job.id] = flight
+        task = asyncio.create_task(self._fly(flight), name=f"flight-{flight.job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return job
+        return flight
+
+    async def _remote_run(self, flight_key: tuple[str, PreviewSettings]) -> Job | None:
+        """The run another server flies for this request, if any (a failing store: none)."""
+        assert self.shared is not None
+        try:
+            run_id = await asyncio.wait_for(
+                self.shared.flight_run(_flight_name(flight_key)), LOOKUP_TIMEOUT_S
+            )
+            if run_id is None:
+                return None
+            return await asyncio.wait_for(self.shared.find(run_id), LOOKUP_TIMEOUT_S)
+        except Exception as exc:  # like the cache: a shared space that fails runs the request
+            log.warning(
+                "shared flight lookup failed (%s: %s): running here", type(exc).__name__, exc
+            )
+            return None
+
+    async def _claim(self, flight: Flight) -> None:
+        assert self.shared is not None
+        try:
+            await asyncio.wait_for(
+                self.shared.claim_flight(_flight_name(flight.flight_key), flight.job.id),
+                LOOKUP_TIMEOUT_S,
+            )
+            self._claims[flight] = flight.job.id
+        except Exception as exc:
+            log.warning("shared flight not named (%s: %s)", type(exc).__name__, exc)
+
+    async def _unclaim(self, flight: Flight) -> None:
+        run_id = self._claims.pop(flight, None)
+        if run_id is None or self.shared is None:
+            return
+        try:
+            await asyncio.wait_for(
+                self.shared.release_flight(_flight_name(flight.flight_key), run_id),
+                STORE_TIMEOUT_S,
+            )
+        except Exception as exc:  # the name expires with the retention anyway
+            log.warning("shared flight not released (%s: %s)", type(exc).__name__, exc)
 
     def _loaded(self, model_id: str) -> LoadedModel | None:
         for status in self.inner.models():
@@ -244,20 +348,23 @@ class CachingScheduler:
                             member.publish(self._for_member(member, event))
                     break
                 except SchedulerError as exc:
+                    if flight.remote:  # another server's run ended without a result
+                        flight.run_cancelled()
                     if not self._hand_over(flight):
                         state = flight.job.state if flight.job.state.finished else JobState.FAILED
                         for member in list(flight.members):
                             member.fail(exc, state=state)
                         return
             output = flight.job.result
-            if output is not None and self.store is not None:
-                await self._store(flight, output)
+            if output is not None and self.store is not None and not flight.remote:
+                await self._store(flight, output)  # a remote run's server stores its result
         except SchedulerError as exc:  # the run could not be submitted again
             for member in list(flight.members):
                 member.fail(exc)
         finally:
             flight.close()
             self._leave(flight)
+            await self._unclaim(flight)
 
     def _hand_over(self, flight: Flight) -> bool:
         """After the run was cancelled, run the request again for the members still waiting.
@@ -279,6 +386,7 @@ class CachingScheduler:
         )
         self._flight_run.pop(flight.job.id, None)
         flight.handed_over(job)
+        flight.remote = False
         self._flight_run[job.id] = flight
         return True
 
@@ -314,3 +422,9 @@ class CachingScheduler:
                 event, timings=dataclasses.replace(event.timings, total_s=total)
             )
         return event
+
+
+def _flight_name(flight_key: tuple[str, PreviewSettings]) -> str:
+    """A flight's key as the shared job space names it (the same on every server)."""
+    key, preview = flight_key
+    return f"{key}|{preview.every_n_steps}|{preview.max_size}"

@@ -86,3 +86,8 @@ class ReplicaHungError(ReplicaCrashedError):
 
 class JobOutOfMemoryError(JobFailedError):
     """The device ran out of memory running the job."""
+
+
+class JobServerLostError(SchedulerError):
+    """The server running the job stopped (its lease in the shared job store expired) before the
+    job ended; another server reports it. Submitting again may work (another server runs it)."""

@@ -96,7 +96,7 @@ class RedisResultStore:
         if self._failures == 0:
             log.warning(
                 "result cache %s unavailable (%s: %s): serving without it, retrying with backoff",
-                _redacted(self.url),
+                redacted_url(self.url),
                 type(exc).__name__,
                 exc,
             )
@@ -106,11 +106,11 @@ class RedisResultStore:
 
     def _succeeded(self) -> None:
         if self._failures:
-            log.warning("result cache %s is back", _redacted(self.url))
+            log.warning("result cache %s is back", redacted_url(self.url))
         self._failures = 0
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
     """The URL without its password, for logs."""
     parts = urlsplit(url)
     if parts.password is None:

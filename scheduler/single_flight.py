@@ -48,6 +48,9 @@ class Flight:
     # Events of ``job`` already handed to the members (a new member gets these first).
     seen: int = 0
     state: FlightState = FlightState.OWNED
+    # The run is another server's (scheduler.shared_jobs): cancelling here never cancels it,
+    # and its server stores its result.
+    remote: bool = False
 
     @property
     def open(self) -> bool:

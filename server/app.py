@@ -19,6 +19,7 @@ from scheduler.fleet import FleetScheduler
 from scheduler.interface import Scheduler
 from scheduler.inventory import DeviceInventory
 from scheduler.nvml_inventory import InventoryError, NvmlInventory
+from scheduler.shared_jobs import SharedJobSpace
 from scheduler.simulated_inventory import load_inventory
 from server import auth, caller_identity
 from server.caller_limits import StreamLimiter
@@ -134,11 +135,19 @@ async def create_server(
             *connection_age_options(settings.max_connection_age_s),
         ],
     )
+    shared = None
+    if settings.job_store != "memory":
+        shared = SharedJobSpace(
+            settings.job_store,
+            lease_s=settings.job_lease_s,
+            retention_s=settings.scheduler.job_retention_s,
+        )
     results = CachingScheduler(
         scheduler,
         build_result_store(settings),
         settings.scheduler.job_retention_s,
         settings.scheduler.job_history_max_mib,
+        shared,
     )
     outputs = build_output_publisher(settings)
     streams = StreamLimiter(settings.max_streams_per_caller)
@@ -192,6 +201,10 @@ async def create_server(
         open_streams=open_streams,
         jobs=jobs,
     )
+    if shared is not None:  # before serving: a job accepted from now on is shared
+        await shared.start(
+            lambda job_id, deadline: results.cancel(job_id, deadline_exceeded=deadline)
+        )
     await health.starting()
     telemetry.start(scheduler.status, asyncio.get_running_loop())
     await server.start()

@@ -60,6 +60,9 @@ def register_serve(subparsers: Any) -> None:
         action="append",
         help="an origin allowed to call the browser port cross-origin (CORS); repeat; '*': any",
     )
+    parser.add_argument(
+        "--job-store", help="memory (default) or a redis:// URL shared by several servers"
+    )
     parser.add_argument("--log-level", default=os.environ.get("POINTILLIST_LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--log-format",
@@ -99,6 +102,7 @@ def run_serve(args: argparse.Namespace) -> int:
             "metrics_port",
             "web_address",
             "web_allowed_origins",
+            "job_store",
         )
         if getattr(args, key) is not None
     }
@@ -114,6 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 async def serve(settings: ServerSettings) -> int:
     """Run until SIGTERM or SIGINT, then drain. Exit 0 after a clean drain, 1 if startup failed."""
+    from scheduler.shared_jobs import JobStoreUnavailableError
     from server.app import create_server
     from server.telemetry import TelemetryConfigError
 
@@ -121,6 +126,9 @@ async def serve(settings: ServerSettings) -> int:
         running = await create_server(settings)
     except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
         print(f"pointillist serve: cannot listen on {settings.address}: {exc}", file=sys.stderr)
+        return 1
+    except JobStoreUnavailableError as exc:
+        print(f"pointillist serve: {exc}", file=sys.stderr)
         return 1
     except (TelemetryConfigError, OSError) as exc:  # a bad OTEL_* value, a taken metrics port
         print(f"pointillist serve: telemetry: {exc}", file=sys.stderr)

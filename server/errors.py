@@ -17,6 +17,7 @@ from scheduler.errors import (
     JobDeadlineError,
     JobFailedError,
     JobOutOfMemoryError,
+    JobServerLostError,
     NotServingError,
     QueueFullError,
     ReplicaCrashedError,
@@ -133,6 +134,8 @@ def _describe(exc: BaseException) -> tuple[int, str, list[Message]]:
         return code_pb2.CANCELLED, str(exc), []
     if isinstance(exc, JobDeadlineError):
         return code_pb2.DEADLINE_EXCEEDED, str(exc), []
+    if isinstance(exc, JobServerLostError):
+        return code_pb2.UNAVAILABLE, str(exc), [_error_info("JOB_SERVER_LOST")]
     if isinstance(exc, ReplicaHungError):
         return code_pb2.UNAVAILABLE, str(exc), [_error_info("REPLICA_HUNG")]
     if isinstance(exc, ReplicaCrashedError):

@@ -16,7 +16,7 @@ from scheduler.job import Job
 from server import conversion, errors, submission
 from server.caller_limits import StreamLimiter
 from server.delivery import SharedEnvelopes
-from server.job_access import visible_job
+from server.job_access import find_visible_job
 from server.job_telemetry import JobTelemetry
 from server.output_store import OutputPublisher
 
@@ -69,7 +69,7 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         self, request: jobs_pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jobs_pb.WatchJobResponse]:
         try:
-            job = visible_job(self._scheduler, request.job_id)
+            job = await find_visible_job(self._scheduler, request.job_id)
             with (
                 self._streams.hold(conversion.caller(context)),
                 self._watchers.hold(job.id),
@@ -85,7 +85,7 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         self, request: jobs_pb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb.GetJobResponse:
         try:
-            job = visible_job(self._scheduler, request.job_id)
+            job = await find_visible_job(self._scheduler, request.job_id)
             output = job.result
             if output is not None and self._outputs is not None:
                 output = await self._outputs.publish(output)
@@ -97,7 +97,7 @@ class JobServicer(jobs_grpc.JobServiceServicer):
         self, request: jobs_pb.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb.CancelJobResponse:
         try:
-            job = visible_job(self._scheduler, request.job_id)
+            job = await find_visible_job(self._scheduler, request.job_id)
             await self._scheduler.cancel(job.id)
         except Exception as exc:
             await errors.abort(context, exc)

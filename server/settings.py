@@ -58,6 +58,12 @@ class ServerSettings:
     result_cache: str = "memory"
     result_cache_max_mib: float = 256.0  # in-process total; for Redis, the largest entry
     result_cache_ttl_s: float = 3600.0
+    # Shared job space (scheduler.shared_jobs): "memory" (this server's jobs only, the default)
+    # or a redis:// URL that every server of a deployment shares. A server that runs a job
+    # renews a lease on it every job_lease_s / 3; past job_lease_s without one, the job ends
+    # UNAVAILABLE for everyone.
+    job_store: str = "memory"
+    job_lease_s: float = 10.0
     # Output store (server.output_store): "" (none), file:///a/folder or s3://bucket/prefix.
     output_store: str = ""
     output_inline: bool = True  # images in the reply too; false: URLs only
@@ -179,6 +185,14 @@ def load_settings(
     except ValueError as exc:
         raise ConfigError(f"[server]: {exc}") from exc
     _check_storage(settings)
+    if settings.job_store != "memory" and not settings.job_store.startswith(
+        ("redis://", "rediss://")
+    ):
+        raise ConfigError(
+            f"[server]: job_store {settings.job_store!r}: use memory or a redis:// URL"
+        )
+    if settings.job_lease_s <= 0:
+        raise ConfigError("[server]: job_lease_s must be above 0")
     return settings
 
 

@@ -55,6 +55,9 @@ async def submit(
         job = scheduler.submit(spec, deadline=deadline, priority=scheduling_priority, caller=caller)
     if telemetry is not None:
         telemetry.attach(job)
+    await scheduler.visible_everywhere(
+        job
+    )  # its id goes out only once every server can find the job
     return job
 
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from bench.redis_process import RedisProcess, free_port
 from scheduler.redis_result_store import BACKOFF_S, RedisResultStore
-from tests.redis_process import RedisProcess, free_port
 
 
 @pytest.fixture

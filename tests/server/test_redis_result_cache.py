@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import redis
 
+from bench.redis_process import RedisProcess
 from pointillist import Client, Progress
 from scheduler.result_key import KEY_PREFIX
 from server.background import ServerThread
 from tests.conftest import demo_settings
-from tests.redis_process import RedisProcess
 from tests.server.test_result_cache import QUICK, SubmitCounter
 
 TTL_S = 120.0

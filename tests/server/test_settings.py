@@ -113,6 +113,8 @@ def test_model_flags_serve_one_model_instead_of_the_list(tmp_path):
         ("[[models]]\nid = 'a'\ncompile = true\ncompile_sizes = [[250, 256]]\n", "250x256"),
         ("[[models]]\nid = 'a'\ncompile = true\ncompile_sizes = [[1024, 1024]]\n", "512x512"),
         ("[[models]]\nid = 'a'\ncompile = true\ncompile_other_sizes = 'no'\n", "'refuse'"),
+        ("[server]\njob_store = 'postgres://x'\n", "job_store 'postgres://x'"),
+        ("[server]\njob_lease_s = 0\n", "job_lease_s must be above 0"),
     ],
 )
 def test_malformed_config_says_what_is_wrong(tmp_path, text, words):

@@ -1,4 +1,5 @@
-"""A real redis-server for tests: a free loopback port, no persistence, killed at the end."""
+"""A real redis-server for tests and benchmarks: a free loopback port, no persistence, killed at
+the end."""
 
 from __future__ import annotations
 
