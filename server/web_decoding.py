@@ -17,6 +17,7 @@ valid gzip end the call as ``unknown`` too: so the compressions the applications
 from __future__ import annotations
 
 import re
+import zlib
 from typing import Any, cast
 
 from connectrpc import _server_async
@@ -30,7 +31,7 @@ from google.protobuf.message import Message
 from server import errors
 from server.connect_bridge import connect_code, rich_details
 from server.malformed_requests import malformed_violation
-from server.validation import FieldViolation, InvalidRequestError
+from server.validation import FieldViolation, InvalidRequestError, RequestTooLargeError
 
 # json_format's ParseError nests one "Failed to parse <json name> field: " per level.
 _FIELD = re.compile(r"Failed to parse (\S+) field: ")
@@ -63,10 +64,14 @@ class LenientDecodeCodec:
 
 
 class LenientCompression:
-    """A compression whose decompress failures are the caller's INVALID_ARGUMENT."""
+    """A compression whose decompress failures are the caller's INVALID_ARGUMENT, and whose
+    output is bounded by ``max_bytes``: connect-python decompresses a whole body before it
+    checks its size, so a small gzip body (a "zip bomb") could otherwise expand to gigabytes in
+    memory. Past the bound: RESOURCE_EXHAUSTED, as the gRPC port answers an oversized message."""
 
-    def __init__(self, inner: Compression) -> None:
+    def __init__(self, inner: Compression, max_bytes: int) -> None:
         self._inner = inner
+        self._max_bytes = max_bytes
 
     def name(self) -> str:
         return self._inner.name()
@@ -76,7 +81,12 @@ class LenientCompression:
 
     def decompress(self, data: bytes | bytearray | memoryview) -> bytes:
         try:
-            return self._inner.decompress(data)
+            if self._inner.name() == "gzip":
+                output = _gunzip_at_most(bytes(data), self._max_bytes)
+            else:  # no other is enabled; bounded after the fact, at least
+                output = self._inner.decompress(data)
+        except _TooLarge:
+            raise self._too_large() from None
         # Also pure: gzip raises BadGzipFile (an OSError), EOFError or zlib.error, brotli its
         # error, zstandard ZstdError; all of them mean the caller's bytes.
         except Exception as exc:
@@ -84,13 +94,44 @@ class LenientCompression:
             violation = FieldViolation("request", f"is not valid {name}")
             message = f"the request body is not valid {name}: {exc}"
             raise invalid_argument(violation, message) from None
+        if len(output) > self._max_bytes:
+            raise self._too_large()
+        return output
+
+    def _too_large(self) -> ConnectError:
+        status = errors.status_for(
+            RequestTooLargeError(self._max_bytes + 1, self._max_bytes, "any")
+        )
+        message = f"the request body decompresses to more than {self._max_bytes:,} bytes"
+        return ConnectError(connect_code(status.code), message, rich_details(status))
 
 
-def compressions() -> list[Compression]:
-    """connect-python's default compressions (gzip), each a LenientCompression; identity is
-    added by connect-python itself (it decompresses nothing)."""
+class _TooLarge(Exception):
+    pass
+
+
+def _gunzip_at_most(data: bytes, max_bytes: int) -> bytes:
+    """gzip.decompress (every member), stopping once the output passes ``max_bytes``."""
+    chunks: list[bytes] = []
+    size = 0
+    while data:
+        inflater = zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer
+        chunk = inflater.decompress(data, max_bytes + 1 - size)
+        size += len(chunk)
+        chunks.append(chunk)
+        if size > max_bytes or inflater.unconsumed_tail:
+            raise _TooLarge
+        if not inflater.eof:
+            raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+        data = inflater.unused_data
+    return b"".join(chunks)
+
+
+def compressions(max_bytes: int) -> list[Compression]:
+    """connect-python's default compressions (gzip), each a LenientCompression bounded by
+    ``max_bytes``; identity is added by connect-python itself (it decompresses nothing)."""
     return [
-        LenientCompression(compression)
+        LenientCompression(compression, max_bytes)
         for name, compression in resolve_compressions(None).items()
         if name != "identity"
     ]

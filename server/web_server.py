@@ -91,7 +91,9 @@ def build_application(
     only; ``*``: any). With ``keys``, RPCs need an API key exactly as on the gRPC port."""
     web_decoding.install()  # undecodable bodies: INVALID_ARGUMENT, as on the gRPC port
     # and so are compressed bodies that do not decompress
-    services = service_applications(servicers, read_max_bytes, keys, web_decoding.compressions())
+    services = service_applications(
+        servicers, read_max_bytes, keys, web_decoding.compressions(read_max_bytes)
+    )
     app: ASGIApp = WebApplication(services, page)
     if allowed_origins:
         app = CORSMiddleware(

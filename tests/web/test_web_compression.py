@@ -57,3 +57,17 @@ def test_gzip_of_a_corrupt_message_is_the_decoder_s_invalid_argument(web_url: st
 
         assert outcome.code == "invalid_argument", (protocol, outcome)
         assert "corrupt wire format" in outcome.message, (protocol, outcome)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_gzip_bomb_is_refused_before_it_expands(web_url: str, protocol: str) -> None:
+    """64 MiB of zeros in about 64 KiB of gzip: past the port's limit (the demo model's 8 MiB)
+    it is RESOURCE_EXHAUSTED, as the gRPC port answers an oversized message, and the server never
+    holds the 64 MiB (decompression stops at the limit)."""
+    body = gzip.compress(b"\0" * (64 << 20), compresslevel=1)
+    assert len(body) < 1 << 20  # the body itself is within the limit
+
+    outcome = call(web_url, method_for(protocol), protocol, "proto", body, compression="gzip")
+
+    assert outcome.code == "resource_exhausted", outcome
+    assert "decompresses to more than" in outcome.message, outcome
