@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import record
-from bench.load_generator import Call, run_load
+from bench.load_generator import run_load
 from bench.redis_process import RedisProcess
-from pointillist.balancing import balancing_options
-from pointillist.v1 import generation_pb2 as pb
-from pointillist.v1 import generation_pb2_grpc as pb_grpc
+from bench.throughput import stream_generate_caller
 
 READY_TIMEOUT_S = 600.0
 SERVE = (sys.executable, "-m", "pointillist.cli", "serve")
@@ -91,33 +89,6 @@ def servers(count: int, config: Path) -> Iterator[list[ServeProcess]]:
             server.stop()
 
 
-def balanced_caller(
-    target: str, steps: int, size: int, label: str
-) -> Callable[[], tuple[Call, Callable[[], None]]]:
-    """StreamGenerate to the end through one round_robin channel over every server."""
-
-    def make() -> tuple[Call, Callable[[], None]]:
-        channel = grpc.insecure_channel(
-            target, options=[*balancing_options(), ("grpc.max_receive_message_length", 64 << 20)]
-        )
-        stub = pb_grpc.GenerationServiceStub(channel)
-
-        def call(index: int) -> str:
-            # No seed: nothing is shared through the cache or a flight, every call runs.
-            params = pb.GenerationParameters(
-                prompt=f"{label} {index}", width=size, height=size, steps=steps
-            )
-            try:
-                events = list(stub.StreamGenerate(pb.StreamGenerateRequest(parameters=params)))
-            except grpc.RpcError as error:
-                return str(error.code().name)
-            return "OK" if events and events[-1].HasField("result") else "NO_RESULT"
-
-        return call, channel.close
-
-    return make
-
-
 def run(
     counts: list[int], concurrency: int, requests: int, steps: int, size: int, out: Path
 ) -> dict[str, Any]:
@@ -133,11 +104,10 @@ def run(
                 with servers(count, config) as started:
                     target = "ipv4:" + ",".join(server.address for server in started)
                     label = uuid.uuid4().hex[:8]
-                    run_load(balanced_caller(target, steps, size, label), 1, count)  # warm
-                    cell = run_load(
-                        balanced_caller(target, steps, size, label), concurrency, requests
-                    )
-                    results[f"servers={count}"] = cell
+                    # Prompts new to this phase: the warm-up's results are not reused.
+                    caller = stream_generate_caller(target, steps, size, balanced=True, label=label)
+                    run_load(caller, 1, count)  # warm every server's path; not counted
+                    results[f"servers={count}"] = run_load(caller, concurrency, requests)
     finally:
         redis.kill()
     first = results[next(iter(results))]["images_per_s"]

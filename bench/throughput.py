@@ -20,23 +20,37 @@ import grpc
 from bench import record
 from bench.demo_server_process import MAX_BATCH_SIZE, DemoServerProcess
 from bench.load_generator import Call, run_load
+from pointillist.balancing import balancing_options
 from pointillist.v1 import generation_pb2 as pb
 from pointillist.v1 import generation_pb2_grpc as pb_grpc
 from server.background import ServerThread
 
 
 def stream_generate_caller(
-    address: str, steps: int, size: int
+    address: str,
+    steps: int,
+    size: int,
+    balanced: bool = False,
+    label: str = "request",
 ) -> Callable[[], tuple[Call, Callable[[], None]]]:
-    """A caller factory for the load generator: StreamGenerate to the end, on its own channel."""
+    """A caller factory for the load generator: StreamGenerate to the end, on its own channel
+    (``balanced``: round_robin over every address ``address`` resolves to, as the client does).
+    """
 
     def make() -> tuple[Call, Callable[[], None]]:
-        channel = ServerThread.channel_to(address)
+        channel = (
+            grpc.insecure_channel(
+                address,
+                options=[*balancing_options(), ("grpc.max_receive_message_length", 64 << 20)],
+            )
+            if balanced
+            else ServerThread.channel_to(address)
+        )
         stub = pb_grpc.GenerationServiceStub(channel)
 
         def call(index: int) -> str:
             params = pb.GenerationParameters(
-                prompt=f"request {index}", width=size, height=size, steps=steps, seed=index
+                prompt=f"{label} {index}", width=size, height=size, steps=steps, seed=index
             )
             try:
                 events = list(stub.StreamGenerate(pb.StreamGenerateRequest(parameters=params)))
